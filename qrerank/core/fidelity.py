@@ -1,0 +1,85 @@
+"""Fidelity of separable (product) states, in log space.
+
+    F(a, b) = |<a|b>|^2 = prod_i |<a_i|b_i>|^2,   log F = sum_i log |<a_i|b_i>|^2
+
+At d = 384..768 qubits F underflows float32 (a typical per-qubit overlap of 0.9 gives 0.9^768
+~ 1e-35), so every function returns log F, in (-inf, 0].
+
+For Bloch states with phi = pi the per-qubit overlap is cos((theta_a - theta_b)/2), and
+log cos^2(x) = log1p(-sin^2 x) keeps full precision for nearly identical qubits (where
+1 - cos^2 rounds to 0). Per-qubit fidelities are floored at ``eps`` so orthogonal qubits give a
+finite log and a finite (zero) gradient instead of -inf and NaN.
+"""
+
+from __future__ import annotations
+
+import torch
+
+EPS = 1e-12
+# Elements per chunk of a [Q, chunk, d] intermediate: 2^24 floats = 64 MiB in float32.
+_CHUNK_ELEMENTS = 1 << 24
+
+
+def log_fidelity_angles(
+    theta_a: torch.Tensor, theta_b: torch.Tensor, eps: float = EPS
+) -> torch.Tensor:
+    """Log-fidelity of Bloch states given by polar angles (phi = pi), pairwise.
+
+    Args:
+        theta_a, theta_b: ``[..., d]`` angles, broadcastable against each other.
+    Returns:
+        ``[...]``: sum_i log cos^2((theta_a_i - theta_b_i) / 2).
+    """
+    s = torch.sin((theta_a - theta_b) / 2)
+    return torch.log1p(-(s * s).clamp(max=1.0 - eps)).sum(dim=-1)
+
+
+def log_fidelity(a: torch.Tensor, b: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """Log-fidelity of product states given by amplitudes, pairwise.
+
+    Args:
+        a, b: ``[..., n, 2]`` real or complex amplitudes (each qubit normalised), broadcastable.
+    Returns:
+        ``[...]``: sum_i log |<a_i|b_i>|^2.
+    """
+    overlap = (a.conj() * b).sum(dim=-1) if a.is_complex() or b.is_complex() else (a * b).sum(-1)
+    per_qubit = overlap.abs().square() if overlap.is_complex() else overlap.square()
+    return torch.log(per_qubit.clamp(min=eps, max=1.0)).sum(dim=-1)
+
+
+def _chunked(
+    fn: object, q: torch.Tensor, d: torch.Tensor, per_row: int, chunk: int | None
+) -> torch.Tensor:
+    """Evaluate ``fn(q[:, None], d[None, chunk])`` over doc chunks and concatenate: [Q, D]."""
+    n_q, n_d = q.shape[0], d.shape[0]
+    if chunk is None:
+        chunk = max(1, _CHUNK_ELEMENTS // max(1, n_q * per_row))
+    parts = [fn(q.unsqueeze(1), d[i : i + chunk].unsqueeze(0)) for i in range(0, n_d, chunk)]  # type: ignore[operator]
+    if not parts:
+        return q.new_zeros((n_q, 0), dtype=q.real.dtype if q.is_complex() else q.dtype)
+    return torch.cat(parts, dim=1)
+
+
+def log_fidelity_angles_matrix(
+    theta_q: torch.Tensor, theta_d: torch.Tensor, chunk: int | None = None, eps: float = EPS
+) -> torch.Tensor:
+    """All-pairs log-fidelity of Bloch states: ``[Q, d] x [D, d] -> [Q, D]``, chunked over D."""
+    _check_matrix(theta_q, theta_d, 2)
+    return _chunked(
+        lambda a, b: log_fidelity_angles(a, b, eps), theta_q, theta_d, theta_q.shape[-1], chunk
+    )
+
+
+def log_fidelity_matrix(
+    a: torch.Tensor, b: torch.Tensor, chunk: int | None = None, eps: float = EPS
+) -> torch.Tensor:
+    """All-pairs log-fidelity of product states: ``[Q, n, 2] x [D, n, 2] -> [Q, D]``."""
+    _check_matrix(a, b, 3)
+    return _chunked(lambda x, y: log_fidelity(x, y, eps), a, b, 2 * a.shape[-2], chunk)
+
+
+def _check_matrix(a: torch.Tensor, b: torch.Tensor, ndim: int) -> None:
+    if a.dim() != ndim or b.dim() != ndim:
+        raise ValueError(f"expected {ndim}-d inputs, got shapes {tuple(a.shape)}, {tuple(b.shape)}")
+    if a.shape[1:] != b.shape[1:]:
+        raise ValueError(f"qubit dimensions differ: {tuple(a.shape)} vs {tuple(b.shape)}")

@@ -1,0 +1,67 @@
+"""Base class of trainable heads, and the simplest one: Bloch encoding with a learnable tau."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from qrerank.core.encoding import bloch_angles, bloch_states, default_tau
+from qrerank.core.similarity import Kind
+
+
+class Head(nn.Module):
+    """A map from embeddings ``[..., in_dim]`` to ``[..., out_dim]`` vectors or product states.
+
+    ``kind == "vector"`` outputs ``[..., out_dim]`` compared by cosine; ``kind == "state"``
+    outputs ``[..., out_dim, 2]`` qubit amplitudes compared by fidelity.
+    """
+
+    name: ClassVar[str]
+    kind: ClassVar[Kind]
+    in_dim: int
+    out_dim: int
+
+    def get_config_dict(self) -> dict[str, Any]:
+        """Constructor kwargs: ``type(self)(**cfg)`` rebuilds the architecture."""
+        raise NotImplementedError
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+class LearnableTau(nn.Module):
+    """A positive temperature stored as log(tau) so gradient steps keep it positive."""
+
+    def __init__(self, tau: float, learn: bool = True) -> None:
+        super().__init__()
+        if tau <= 0:
+            raise ValueError(f"tau must be positive, got {tau}")
+        self.log_tau = nn.Parameter(torch.tensor(math.log(tau)), requires_grad=learn)
+
+    def forward(self) -> torch.Tensor:
+        return self.log_tau.exp()
+
+
+class BlochHead(Head):
+    """No projection: the paper's Bloch encoding with a learnable temperature (1 parameter).
+
+    ``[..., d] -> [..., d, 2]``, theta = tanh(u/tau) pi/2 + pi/2, phi = pi.
+    """
+
+    name = "bloch"
+    kind = "state"
+
+    def __init__(self, in_dim: int, tau: float | None = None, learn_tau: bool = True) -> None:
+        super().__init__()
+        self.in_dim = self.out_dim = in_dim
+        self.tau = LearnableTau(tau if tau is not None else default_tau(in_dim), learn_tau)
+        self._learn_tau = learn_tau
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return bloch_states(bloch_angles(u, self.tau()))
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {"in_dim": self.in_dim, "tau": float(self.tau()), "learn_tau": self._learn_tau}
