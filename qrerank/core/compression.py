@@ -59,7 +59,10 @@ def apply_gate(u: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
 
 
 def controlled_step(
-    control: torch.Tensor, target: torch.Tensor, u_c: torch.Tensor, u_t: torch.Tensor,
+    control: torch.Tensor,
+    target: torch.Tensor,
+    u_c: torch.Tensor,
+    u_t: torch.Tensor,
     u_cu: torch.Tensor,
 ) -> torch.Tensor:
     """One measured two-qubit step per position: ``[..., n, 2] x 2 -> [..., n, 2]`` real target.
@@ -81,7 +84,11 @@ class QuantumCompressionHead(Head):
     kind = "state"
 
     def __init__(
-        self, in_dim: int, out_dim: int, tau: float | None = None, learn_tau: bool = True,
+        self,
+        in_dim: int,
+        out_dim: int,
+        tau: float | None = None,
+        learn_tau: bool = True,
         init_std: float = 0.1,
     ) -> None:
         super().__init__()
@@ -116,6 +123,9 @@ class QuantumCompressionHead(Head):
 
     def get_config_dict(self) -> dict[str, Any]:
         return {
-            "in_dim": self.in_dim, "out_dim": self.out_dim, "tau": float(self.tau()),
-            "learn_tau": self._learn_tau, "init_std": self._init_std,
+            "in_dim": self.in_dim,
+            "out_dim": self.out_dim,
+            "tau": float(self.tau()),
+            "learn_tau": self._learn_tau,
+            "init_std": self._init_std,
         }

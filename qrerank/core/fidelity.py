@@ -20,9 +20,7 @@ EPS = 1e-12
 _CHUNK_ELEMENTS = 1 << 24
 
 
-def log_fidelity_angles(
-    theta_a: torch.Tensor, theta_b: torch.Tensor, eps: float = EPS
-) -> torch.Tensor:
+def log_fidelity_angles(theta_a: torch.Tensor, theta_b: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     """Log-fidelity of Bloch states given by polar angles (phi = pi), pairwise.
 
     Args:
@@ -47,9 +45,7 @@ def log_fidelity(a: torch.Tensor, b: torch.Tensor, eps: float = EPS) -> torch.Te
     return torch.log(per_qubit.clamp(min=eps, max=1.0)).sum(dim=-1)
 
 
-def _chunked(
-    fn: object, q: torch.Tensor, d: torch.Tensor, per_row: int, chunk: int | None
-) -> torch.Tensor:
+def _chunked(fn: object, q: torch.Tensor, d: torch.Tensor, per_row: int, chunk: int | None) -> torch.Tensor:
     """Evaluate ``fn(q[:, None], d[None, chunk])`` over doc chunks and concatenate: [Q, D]."""
     n_q, n_d = q.shape[0], d.shape[0]
     if chunk is None:
@@ -65,9 +61,7 @@ def log_fidelity_angles_matrix(
 ) -> torch.Tensor:
     """All-pairs log-fidelity of Bloch states: ``[Q, d] x [D, d] -> [Q, D]``, chunked over D."""
     _check_matrix(theta_q, theta_d, 2)
-    return _chunked(
-        lambda a, b: log_fidelity_angles(a, b, eps), theta_q, theta_d, theta_q.shape[-1], chunk
-    )
+    return _chunked(lambda a, b: log_fidelity_angles(a, b, eps), theta_q, theta_d, theta_q.shape[-1], chunk)
 
 
 def log_fidelity_matrix(

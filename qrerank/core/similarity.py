@@ -34,9 +34,7 @@ def _form(log_f: torch.Tensor, form: Form) -> torch.Tensor:
     raise ValueError(f"unknown similarity form {form!r}; choose 'log' or 'linear'")
 
 
-def similarity_matrix(
-    q: torch.Tensor, d: torch.Tensor, kind: Kind, form: Form = "log"
-) -> torch.Tensor:
+def similarity_matrix(q: torch.Tensor, d: torch.Tensor, kind: Kind, form: Form = "log") -> torch.Tensor:
     """All-pairs similarity of head outputs: ``[Q, ...] x [D, ...] -> [Q, D]``."""
     if kind == "vector":
         return cosine_matrix(q, d)

@@ -1,0 +1,91 @@
+"""Arguments and output formatting shared by the commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from qrerank.errors import InputError
+from qrerank.rerank.scoring import METHODS
+from qrerank.types import RankedDoc
+
+
+def positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return n
+
+
+def positive_float(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}") from None
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
+    return x
+
+
+def unit_float(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value!r}") from None
+    if not 0.0 <= x <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value!r}")
+    return x
+
+
+def add_scoring_args(p: argparse.ArgumentParser, default_method: str = "hybrid") -> None:
+    p.add_argument("--method", choices=METHODS, default=default_method, help="ranking signal")
+    p.add_argument("--alpha", type=unit_float, default=0.5, help="hybrid weight of cosine (default 0.5)")
+    p.add_argument("--tau", type=positive_float, default=None, help="Bloch temperature (default 1/sqrt(d))")
+    p.add_argument("--head", default=None, metavar="HEAD_DIR", help="trained head from `qrerank train`")
+    p.add_argument("--top-n", type=positive_int, default=10, help="results to print (default 10)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def write(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+def clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def print_hits(hits: Sequence[RankedDoc], as_json: bool, *, show_id: bool = False) -> None:
+    if as_json:
+        rows = [
+            {
+                "index": h.index,
+                "score": h.score,
+                "text": h.text,
+                "doc_id": h.doc_id,
+                "title": h.title,
+                "cosine": h.cosine,
+                "log_fidelity": h.log_fidelity,
+            }
+            for h in hits
+        ]
+        write(json.dumps(rows, ensure_ascii=False))
+        return
+    label = "doc_id" if show_id else "index"
+    write(f"{'rank':>4}  {label:>10}  {'score':>8}  {'cosine':>7}  {'log F':>8}  text")
+    for h in hits:
+        key = clip(h.doc_id, 10) if show_id else str(h.index)
+        write(
+            f"{h.rank:>4}  {key:>10}  {h.score:8.4f}  {h.cosine:7.4f}  {h.log_fidelity:8.3f}  {clip(f'{h.title}: {h.text}' if h.title else h.text, 70)}"
+        )
+
+
+def require_text(value: str, what: str) -> str:
+    if not value.strip():
+        raise InputError(f"{what} must not be empty")
+    return value

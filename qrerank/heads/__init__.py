@@ -1,0 +1,5 @@
+"""Saving and loading trained heads: safetensors weights + config.json + model card."""
+
+from qrerank.heads.io import HEADS, load_head, save_head
+
+__all__ = ["HEADS", "load_head", "save_head"]

@@ -1,0 +1,7 @@
+"""Vector indexes (exact, FAISS) and the on-disk document index directory."""
+
+from qrerank.index.base import VectorIndex
+from qrerank.index.directory import DocumentIndex, build_index
+from qrerank.index.exact import ExactIndex
+
+__all__ = ["DocumentIndex", "ExactIndex", "VectorIndex", "build_index"]

@@ -1,0 +1,37 @@
+"""The vector-index protocol and a registry of implementations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class VectorIndex(Protocol):
+    """Inner-product top-k search over row vectors (callers normalise for cosine)."""
+
+    kind: str
+    dim: int
+
+    @property
+    def ntotal(self) -> int: ...
+
+    def add(self, vectors: np.ndarray) -> None:
+        """Append ``[n, dim]`` float32 rows; row ids continue from ``ntotal``."""
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``[Q, dim]`` -> (scores ``[Q, k']``, row ids ``[Q, k']``), k' = min(k, ntotal), best first."""
+
+    def save(self, path: Path) -> None: ...
+
+
+def check_vectors(vectors: np.ndarray, dim: int) -> np.ndarray:
+    """Validate ``[n, dim]`` and return a C-contiguous float32 copy-or-view."""
+    arr = np.asarray(vectors)
+    if arr.ndim != 2 or arr.shape[1] != dim:
+        raise ValueError(f"expected vectors of shape [n, {dim}], got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError("vectors contain NaN or inf")
+    return np.ascontiguousarray(arr, dtype=np.float32)

@@ -1,0 +1,92 @@
+"""FAISS inner-product indexes [faiss]: flat (exact), IVF and HNSW (approximate)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qrerank._optional import require
+from qrerank.index.base import check_vectors
+
+
+def _faiss() -> Any:
+    return require("faiss", "faiss")
+
+
+class FaissIndex:
+    """A FAISS index with METRIC_INNER_PRODUCT.
+
+    ``kind``: "flat" (IndexFlatIP, exact), "ivf" (IndexIVFFlat; trained on the first ``add``,
+    ``nlist`` defaults to ~4 sqrt(n) capped by n/39 so each list gets FAISS's minimum training
+    points; ``nprobe`` lists searched) or "hnsw" (IndexHNSWFlat with ``m`` links, ``ef_search``).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        kind: str = "flat",
+        *,
+        nlist: int | None = None,
+        nprobe: int = 16,
+        m: int = 32,
+        ef_search: int = 128,
+        index: Any = None,
+    ) -> None:
+        faiss = _faiss()
+        self.dim, self.kind = dim, kind
+        self.nlist, self.nprobe, self.m, self.ef_search = nlist, nprobe, m, ef_search
+        if index is not None:
+            self._index = index
+        elif kind == "flat":
+            self._index = faiss.IndexFlatIP(dim)
+        elif kind == "hnsw":
+            self._index = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
+        elif kind == "ivf":
+            self._index = None  # built on first add, when n is known
+        else:
+            raise ValueError(f"unknown FAISS index kind {kind!r}; choose flat, ivf or hnsw")
+        self._apply_search_params()
+
+    def _apply_search_params(self) -> None:
+        if self._index is None:
+            return
+        if hasattr(self._index, "nprobe"):
+            self._index.nprobe = self.nprobe
+        if hasattr(self._index, "hnsw"):
+            self._index.hnsw.efSearch = self.ef_search
+
+    @property
+    def ntotal(self) -> int:
+        return 0 if self._index is None else int(self._index.ntotal)
+
+    def add(self, vectors: np.ndarray) -> None:
+        x = check_vectors(vectors, self.dim)
+        if self._index is None:
+            faiss = _faiss()
+            nlist = self.nlist or max(1, min(int(4 * np.sqrt(len(x))), len(x) // 39))
+            self.nlist = nlist
+            quantizer = faiss.IndexFlatIP(self.dim)
+            self._index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            self._index.train(x)
+            self._apply_search_params()
+        self._index.add(x)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        q = check_vectors(queries, self.dim)
+        k = min(k, self.ntotal)
+        if k == 0:
+            return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+        scores, ids = self._index.search(q, k)
+        return scores, ids.astype(np.int64)
+
+    def save(self, path: Path) -> None:
+        _faiss().write_index(self._index, str(path))
+
+    @classmethod
+    def load(cls, path: Path, dim: int, kind: str, **params: Any) -> FaissIndex:
+        index = _faiss().read_index(str(path))
+        if index.d != dim:
+            raise ValueError(f"FAISS index has dim {index.d}, manifest says {dim}")
+        return cls(dim, kind, index=index, **params)

@@ -1,0 +1,161 @@
+"""The Reranker: a query and a list of documents in, the documents ranked out."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from qrerank.core.fusion import Normalize
+from qrerank.core.head import Head
+from qrerank.embed.base import Encoder
+from qrerank.embed.models import DEFAULT_MODEL, load_encoder
+from qrerank.errors import InputError
+from qrerank.rerank.scoring import Method, Scores, parse_method, rank_order, score_candidates
+from qrerank.types import Document, RankedDoc
+
+DocLike = str | Mapping[str, Any] | Document
+
+
+def as_document(doc: DocLike, position: int) -> Document:
+    """str, ``{"text", "title"?, "_id"|"id"|"doc_id"?, ...}`` or Document -> Document."""
+    if isinstance(doc, Document):
+        return doc
+    if isinstance(doc, str):
+        return Document(text=doc, doc_id=str(position))
+    if isinstance(doc, Mapping):
+        text = doc.get("text")
+        if not isinstance(text, str):
+            raise InputError(f"document {position} has no string 'text' field")
+        doc_id = doc.get("_id", doc.get("id", doc.get("doc_id", position)))
+        title = doc.get("title") or ""
+        meta = {k: v for k, v in doc.items() if k not in ("text", "title", "_id", "id", "doc_id")}
+        return Document(text=text, title=str(title), doc_id=str(doc_id), metadata=meta)
+    raise InputError(
+        f"document {position} must be a string or an object with 'text', got {type(doc).__name__}"
+    )
+
+
+def ranked(docs: Sequence[Document], scores: Scores, top_n: int | None) -> list[RankedDoc]:
+    """Sort by ``scores.score`` and wrap the first ``top_n`` as RankedDoc."""
+    order = rank_order(scores.score).tolist()
+    if top_n is not None:
+        order = order[:top_n]
+    return [
+        RankedDoc(
+            index=i,
+            rank=r + 1,
+            score=float(scores.score[i]),
+            cosine=float(scores.cosine[i]),
+            log_fidelity=float(scores.quantum[i]),
+            text=docs[i].text,
+            doc_id=docs[i].doc_id,
+            title=docs[i].title,
+            metadata=docs[i].metadata,
+        )
+        for r, i in enumerate(order)
+    ]
+
+
+class Reranker:
+    """Rerank documents for a query with quantum-inspired similarity.
+
+    Args:
+        encoder: an Encoder or a model name for :func:`qrerank.load_encoder`.
+        method: "cosine", "fidelity" (log-fidelity of Bloch states) or "hybrid" (blend).
+        alpha: hybrid weight of cosine; 1 - alpha goes to the quantum score.
+        tau: Bloch temperature; None = 1/sqrt(d).
+        head: a trained Head, or the path of a saved one (``qrerank train``).
+        backend: "closed-form" (default), or "qiskit"/"pennylane" to compute fidelity by
+            circuit simulation (extras; small dims only).
+        shots: shot count for simulator backends (None = exact statevector).
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder | str = DEFAULT_MODEL,
+        *,
+        method: Method | str = Method.HYBRID,
+        alpha: float = 0.5,
+        tau: float | None = None,
+        head: Head | str | os.PathLike[str] | None = None,
+        normalize: Normalize = "minmax",
+        backend: str = "closed-form",
+        shots: int | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        self.encoder = load_encoder(encoder) if isinstance(encoder, str) else encoder
+        self.method = parse_method(method)
+        if not 0.0 <= alpha <= 1.0:
+            raise InputError(f"alpha must be in [0, 1], got {alpha}")
+        if tau is not None and tau <= 0:
+            raise InputError(f"tau must be positive, got {tau}")
+        self.alpha, self.tau, self.normalize = alpha, tau, normalize
+        if head is not None and not isinstance(head, Head):
+            from qrerank.heads.io import load_head
+
+            head = load_head(head, in_dim=self.encoder.dim)
+        if head is not None and head.in_dim != self.encoder.dim:
+            raise InputError(f"head expects {head.in_dim}-d embeddings, encoder gives {self.encoder.dim}-d")
+        self.head = head
+        self.backend, self.shots, self.batch_size = backend, shots, batch_size
+
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(self.encoder.encode(list(texts), batch_size=self.batch_size)))
+
+    def score_embeddings(
+        self,
+        query: torch.Tensor,
+        docs: torch.Tensor,
+        *,
+        method: Method | str | None = None,
+        alpha: float | None = None,
+        doc_angles: torch.Tensor | None = None,
+        tau: float | None = None,
+    ) -> Scores:
+        """Scores of ``[D, d]`` doc embeddings for a ``[d]`` query embedding (``tau`` overrides)."""
+        tau = self.tau if tau is None else tau
+        quantum = None
+        if self.backend != "closed-form":
+            if self.head is not None:
+                raise InputError(
+                    "simulator backends score the plain Bloch encoding; use backend='closed-form' with a head"
+                )
+            from qrerank.quantum.backends import score_log_fidelity
+
+            quantum = score_log_fidelity(query, docs, tau, self.backend, self.shots)
+        return score_candidates(
+            query,
+            docs,
+            method=method or self.method,
+            alpha=self.alpha if alpha is None else alpha,
+            tau=tau,
+            head=self.head,
+            doc_angles=doc_angles,
+            normalize=self.normalize,
+            quantum=quantum,
+        )
+
+    def rank(
+        self,
+        query: str,
+        documents: Sequence[DocLike],
+        *,
+        top_n: int | None = None,
+        method: Method | str | None = None,
+        alpha: float | None = None,
+    ) -> list[RankedDoc]:
+        """Rank ``documents`` for ``query``, best first; ``index`` is the input position."""
+        if not isinstance(query, str) or not query.strip():
+            raise InputError("query must be a non-empty string")
+        if top_n is not None and top_n < 1:
+            raise InputError(f"top_n must be >= 1, got {top_n}")
+        docs = [as_document(d, i) for i, d in enumerate(documents)]
+        if not docs:
+            return []
+        emb = self.embed([query] + [d.content for d in docs])
+        scores = self.score_embeddings(emb[0], emb[1:], method=method, alpha=alpha)
+        return ranked(docs, scores, top_n)
