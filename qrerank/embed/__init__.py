@@ -1,0 +1,1 @@
+"""Local sentence-transformers encoder folders (assembled offline from packaged model files)."""
