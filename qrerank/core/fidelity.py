@@ -7,20 +7,20 @@ At d = 384..768 qubits F underflows float32 (a typical per-qubit overlap of 0.9 
 
 For Bloch states with phi = pi the per-qubit overlap is cos((theta_a - theta_b)/2), and
 log cos^2(x) = log1p(-sin^2 x) keeps full precision for nearly identical qubits (where
-1 - cos^2 rounds to 0). Per-qubit fidelities are floored at ``eps`` so orthogonal qubits give a
-finite log and a finite (zero) gradient instead of -inf and NaN.
+1 - cos^2 rounds to 0). Per-qubit fidelities are floored at ``eps`` (default: the dtype's machine
+epsilon, ~1.2e-7 in float32, ~2.2e-16 in float64; the largest floor 1 - sin^2 can represent) so
+orthogonal qubits give a finite log and a finite (zero) gradient instead of -inf and NaN.
 """
 
 from __future__ import annotations
 
 import torch
 
-EPS = 1e-12
 # Elements per chunk of a [Q, chunk, d] intermediate: 2^24 floats = 64 MiB in float32.
 _CHUNK_ELEMENTS = 1 << 24
 
 
-def log_fidelity_angles(theta_a: torch.Tensor, theta_b: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+def log_fidelity_angles(theta_a: torch.Tensor, theta_b: torch.Tensor, eps: float | None = None) -> torch.Tensor:
     """Log-fidelity of Bloch states given by polar angles (phi = pi), pairwise.
 
     Args:
@@ -29,10 +29,11 @@ def log_fidelity_angles(theta_a: torch.Tensor, theta_b: torch.Tensor, eps: float
         ``[...]``: sum_i log cos^2((theta_a_i - theta_b_i) / 2).
     """
     s = torch.sin((theta_a - theta_b) / 2)
-    return torch.log1p(-(s * s).clamp(max=1.0 - eps)).sum(dim=-1)
+    floor = _floor(s.dtype, eps)
+    return torch.log1p(-(s * s).clamp(max=1.0 - floor)).sum(dim=-1)
 
 
-def log_fidelity(a: torch.Tensor, b: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+def log_fidelity(a: torch.Tensor, b: torch.Tensor, eps: float | None = None) -> torch.Tensor:
     """Log-fidelity of product states given by amplitudes, pairwise.
 
     Args:
@@ -42,7 +43,11 @@ def log_fidelity(a: torch.Tensor, b: torch.Tensor, eps: float = EPS) -> torch.Te
     """
     overlap = (a.conj() * b).sum(dim=-1) if a.is_complex() or b.is_complex() else (a * b).sum(-1)
     per_qubit = overlap.abs().square() if overlap.is_complex() else overlap.square()
-    return torch.log(per_qubit.clamp(min=eps, max=1.0)).sum(dim=-1)
+    return torch.log(per_qubit.clamp(min=_floor(per_qubit.dtype, eps), max=1.0)).sum(dim=-1)
+
+
+def _floor(dtype: torch.dtype, eps: float | None) -> float:
+    return torch.finfo(dtype).eps if eps is None else eps
 
 
 def _chunked(fn: object, q: torch.Tensor, d: torch.Tensor, per_row: int, chunk: int | None) -> torch.Tensor:
@@ -57,7 +62,7 @@ def _chunked(fn: object, q: torch.Tensor, d: torch.Tensor, per_row: int, chunk: 
 
 
 def log_fidelity_angles_matrix(
-    theta_q: torch.Tensor, theta_d: torch.Tensor, chunk: int | None = None, eps: float = EPS
+    theta_q: torch.Tensor, theta_d: torch.Tensor, chunk: int | None = None, eps: float | None = None
 ) -> torch.Tensor:
     """All-pairs log-fidelity of Bloch states: ``[Q, d] x [D, d] -> [Q, D]``, chunked over D."""
     _check_matrix(theta_q, theta_d, 2)
@@ -65,7 +70,7 @@ def log_fidelity_angles_matrix(
 
 
 def log_fidelity_matrix(
-    a: torch.Tensor, b: torch.Tensor, chunk: int | None = None, eps: float = EPS
+    a: torch.Tensor, b: torch.Tensor, chunk: int | None = None, eps: float | None = None
 ) -> torch.Tensor:
     """All-pairs log-fidelity of product states: ``[Q, n, 2] x [D, n, 2] -> [Q, D]``."""
     _check_matrix(a, b, 3)

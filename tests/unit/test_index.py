@@ -1,0 +1,122 @@
+"""Index directories: build, search, atomic save, corruption and mismatch detection."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qrerank.embed.hashing import HashingEncoder
+from qrerank.errors import IndexFormatError, InputError
+from qrerank.index.directory import DocumentIndex, build_index
+from qrerank.index.exact import ExactIndex
+from qrerank.index.faiss import FaissIndex
+from qrerank.types import Document
+
+pytest.importorskip("faiss")
+
+WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma".split()
+
+
+def corpus(n: int = 60) -> list[Document]:
+    rng = np.random.default_rng(0)
+    return [Document(doc_id=f"d{i}", title=f"T{i}", text=" ".join(rng.choice(WORDS, 6)), metadata={"i": i}) for i in range(n)]
+
+
+def test_faiss_flat_matches_exact_and_ann_recall() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((500, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q = x[:20] + 0.05 * rng.standard_normal((20, 32)).astype(np.float32)
+    exact = ExactIndex(32)
+    exact.add(x)
+    s_e, i_e = exact.search(q, 10)
+    flat = FaissIndex(32, "flat")
+    flat.add(x)
+    s_f, i_f = flat.search(q, 10)
+    assert np.array_equal(i_e, i_f) and np.allclose(s_e, s_f, atol=1e-5)
+    for kind in ("ivf", "hnsw"):
+        ann = FaissIndex(32, kind)
+        ann.add(x)
+        _, i_a = ann.search(q, 10)
+        recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(i_a, i_e, strict=True)])
+        assert recall >= 0.9, (kind, recall)
+    with pytest.raises(ValueError, match="unknown FAISS index kind"):
+        FaissIndex(32, "lsh")
+
+
+@pytest.mark.parametrize("kind", ["flat", "exact", "hnsw", "ivf"])
+def test_build_load_search_roundtrip(tmp_path: Path, kind: str) -> None:
+    enc = HashingEncoder(64)
+    docs = corpus()
+    index = build_index(docs, enc, tmp_path / "idx", kind=kind)
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert manifest["model"] == "hashing-64" and manifest["count"] == 60 and manifest["dim"] == 64
+    assert set(manifest["files"]) == {"embeddings.safetensors", "docs.sqlite", next(iter(f for f in manifest["files"] if f.startswith("vectors")))}
+    loaded = DocumentIndex.load(tmp_path / "idx")
+    q = enc.encode([docs[7].content])
+    _, rows = loaded.search(q, 5)
+    assert rows[0][0] == 7
+    assert loaded.documents([7, 2]) == [docs[7], docs[2]]
+    assert np.allclose(loaded.angles, index.angles)
+    assert not list(tmp_path.glob(".idx.*"))  # no temp dirs left behind
+
+
+def test_rebuild_replaces_atomically_and_failure_keeps_old(tmp_path: Path) -> None:
+    enc = HashingEncoder(32)
+    build_index(corpus(10), enc, tmp_path / "idx", kind="exact")
+
+    class Boom(HashingEncoder):
+        def encode(self, texts, **kw):  # type: ignore[no-untyped-def]
+            raise RuntimeError("encoder crashed")
+
+    with pytest.raises(RuntimeError):
+        build_index(corpus(20), Boom(32), tmp_path / "idx", kind="exact")
+    assert len(DocumentIndex.load(tmp_path / "idx")) == 10
+    build_index(corpus(20), enc, tmp_path / "idx", kind="exact")
+    assert len(DocumentIndex.load(tmp_path / "idx")) == 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]
+
+
+def test_corrupt_and_foreign_indexes_are_refused(tmp_path: Path) -> None:
+    enc = HashingEncoder(32)
+    build_index(corpus(10), enc, tmp_path / "idx", kind="flat")
+    with pytest.raises(IndexFormatError, match="no manifest"):
+        DocumentIndex.load(tmp_path)
+    bad = tmp_path / "bad"
+    shutil.copytree(tmp_path / "idx", bad)
+    with (bad / "embeddings.safetensors").open("r+b") as f:
+        f.seek(200)
+        f.write(b"\x00\x01\x02\x03")
+    with pytest.raises(IndexFormatError, match="corrupt"):
+        DocumentIndex.load(bad)
+    shutil.copy(tmp_path / "idx" / "embeddings.safetensors", bad / "embeddings.safetensors")
+    (bad / "docs.sqlite").unlink()
+    with pytest.raises(IndexFormatError, match="missing"):
+        DocumentIndex.load(bad)
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexFormatError, match="version 99"):
+        DocumentIndex.load(bad)
+    (bad / "manifest.json").write_text("{not json")
+    with pytest.raises(IndexFormatError, match="not valid JSON"):
+        DocumentIndex.load(bad)
+
+
+def test_bad_inputs(tmp_path: Path) -> None:
+    enc = HashingEncoder(32)
+    with pytest.raises(InputError, match="empty corpus"):
+        build_index([], enc, tmp_path / "a")
+    with pytest.raises(InputError, match="duplicate document id"):
+        build_index([Document(text="x", doc_id="1"), Document(text="y", doc_id="1")], enc, tmp_path / "a")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("precious")
+    with pytest.raises(InputError, match="not a qrerank index"):
+        build_index(corpus(3), enc, tmp_path / "mine")
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
+    with pytest.raises(InputError, match="unknown index kind"):
+        build_index(corpus(3), enc, tmp_path / "b", kind="annoy")
