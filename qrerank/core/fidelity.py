@@ -20,7 +20,9 @@ import torch
 _CHUNK_ELEMENTS = 1 << 24
 
 
-def log_fidelity_angles(theta_a: torch.Tensor, theta_b: torch.Tensor, eps: float | None = None) -> torch.Tensor:
+def log_fidelity_angles(
+    theta_a: torch.Tensor, theta_b: torch.Tensor, eps: float | None = None
+) -> torch.Tensor:
     """Log-fidelity of Bloch states given by polar angles (phi = pi), pairwise.
 
     Args:

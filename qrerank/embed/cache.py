@@ -75,7 +75,7 @@ class CachedEncoder:
 
     def __init__(self, encoder: Encoder, cache: EmbeddingCache | None = None) -> None:
         self.encoder = encoder
-        self.cache = cache or EmbeddingCache(encoder.name, encoder.dim)
+        self.cache = cache if cache is not None else EmbeddingCache(encoder.name, encoder.dim)
         self.name, self.dim, self.normalized = encoder.name, encoder.dim, encoder.normalized
 
     def encode(

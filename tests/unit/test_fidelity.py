@@ -59,7 +59,9 @@ def test_complex_states_match_statevector_and_are_phase_invariant(n: int, seed: 
     a, b = rotation_states(theta[0], gamma[0]), rotation_states(theta[1], gamma[1])
     exact = torch.vdot(statevector(a), statevector(b)).abs().square()
     assert math.exp(log_fidelity(a, b)) == pytest.approx(float(exact), rel=1e-9, abs=1e-300)
-    phased = a * torch.polar(torch.ones(n, 1, dtype=torch.float64), torch.rand(n, 1, generator=g, dtype=torch.float64))
+    phased = a * torch.polar(
+        torch.ones(n, 1, dtype=torch.float64), torch.rand(n, 1, generator=g, dtype=torch.float64)
+    )
     assert float(log_fidelity(phased, b)) == pytest.approx(float(log_fidelity(a, b)), abs=1e-9)
 
 
@@ -88,7 +90,9 @@ def test_orthogonal_qubits_hit_the_documented_floor() -> None:
     lf = log_fidelity_angles(theta[:1], theta[1:])
     assert float(lf) == pytest.approx(math.log(torch.finfo(torch.float64).eps), rel=1e-6)
     lf32 = log_fidelity_angles(theta[:1].float(), theta[1:].float())
-    assert torch.isfinite(lf32) and float(lf32) == pytest.approx(math.log(torch.finfo(torch.float32).eps), rel=1e-3)
+    assert torch.isfinite(lf32) and float(lf32) == pytest.approx(
+        math.log(torch.finfo(torch.float32).eps), rel=1e-3
+    )
 
 
 def test_precision_for_nearly_identical_states() -> None:
@@ -111,12 +115,17 @@ def test_finite_gradients_at_identical_and_orthogonal_qubits() -> None:
 
 
 def test_matrix_forms_match_pairwise_and_chunking(gen: torch.Generator) -> None:
-    q, d = torch.randn(3, 16, generator=gen, dtype=torch.float64), torch.randn(7, 16, generator=gen, dtype=torch.float64)
+    q, d = (
+        torch.randn(3, 16, generator=gen, dtype=torch.float64),
+        torch.randn(7, 16, generator=gen, dtype=torch.float64),
+    )
     tq, td = bloch_angles(q, 0.5), bloch_angles(d, 0.5)
     expected = torch.stack([log_fidelity_angles(tq[i], td) for i in range(3)])
     assert torch.allclose(log_fidelity_angles_matrix(tq, td), expected, atol=1e-9)
     assert torch.allclose(log_fidelity_angles_matrix(tq, td, chunk=2), expected, atol=1e-9)
-    assert torch.allclose(log_fidelity_matrix(bloch_states(tq), bloch_states(td), chunk=3), expected, atol=1e-9)
+    assert torch.allclose(
+        log_fidelity_matrix(bloch_states(tq), bloch_states(td), chunk=3), expected, atol=1e-9
+    )
     with pytest.raises(ValueError, match="qubit dimensions differ"):
         log_fidelity_angles_matrix(tq, td[:, :8])
     assert log_fidelity_angles_matrix(tq, td[:0]).shape == (3, 0)

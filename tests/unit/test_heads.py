@@ -27,10 +27,18 @@ def test_su2_is_unitary_with_the_documented_decomposition(gen: torch.Generator) 
     a, b, c, d = angles[0]
 
     def rz(x: torch.Tensor) -> torch.Tensor:
-        return torch.diag(torch.stack([torch.polar(torch.tensor(1.0, dtype=torch.float64), -x / 2),
-                                       torch.polar(torch.tensor(1.0, dtype=torch.float64), x / 2)]))
+        return torch.diag(
+            torch.stack(
+                [
+                    torch.polar(torch.tensor(1.0, dtype=torch.float64), -x / 2),
+                    torch.polar(torch.tensor(1.0, dtype=torch.float64), x / 2),
+                ]
+            )
+        )
 
-    ry = torch.tensor([[math.cos(c / 2), -math.sin(c / 2)], [math.sin(c / 2), math.cos(c / 2)]], dtype=torch.complex128)
+    ry = torch.tensor(
+        [[math.cos(c / 2), -math.sin(c / 2)], [math.sin(c / 2), math.cos(c / 2)]], dtype=torch.complex128
+    )
     expected = torch.polar(torch.tensor(1.0, dtype=torch.float64), a) * rz(b) @ ry @ rz(d)
     assert torch.allclose(u[0], expected, atol=1e-12)
     assert torch.all((angles > 0) & (angles < 4 * math.pi))
@@ -78,7 +86,13 @@ def test_compression_cascade_order_for_three_blocks(gen: torch.Generator) -> Non
 
 @pytest.mark.parametrize(
     "head",
-    [BlochHead(6), LinearHead(6, 3), QuantumCompressionHead(6, 2), QuantumCompressionHead(5, 2), AngleHead(6, 3, hidden=8)],
+    [
+        BlochHead(6),
+        LinearHead(6, 3),
+        QuantumCompressionHead(6, 2),
+        QuantumCompressionHead(5, 2),
+        AngleHead(6, 3, hidden=8),
+    ],
     ids=lambda h: h.name,
 )
 def test_gradcheck_float64(head: torch.nn.Module, gen: torch.Generator) -> None:
@@ -95,7 +109,9 @@ def test_gradcheck_float64(head: torch.nn.Module, gen: torch.Generator) -> None:
     # and through the parameters
     loss = score(x).sum()
     loss.backward()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in head.parameters() if p.requires_grad)
+    assert all(
+        p.grad is not None and torch.isfinite(p.grad).all() for p in head.parameters() if p.requires_grad
+    )
 
 
 def test_angle_head_ranges_and_states(gen: torch.Generator) -> None:

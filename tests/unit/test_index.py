@@ -18,12 +18,34 @@ from qrerank.types import Document
 
 pytest.importorskip("faiss")
 
-WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma".split()
+WORDS = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "zeta",
+    "eta",
+    "theta",
+    "iota",
+    "kappa",
+    "lambda",
+    "mu",
+    "nu",
+    "xi",
+    "omicron",
+    "pi",
+    "rho",
+    "sigma",
+]
 
 
 def corpus(n: int = 60) -> list[Document]:
     rng = np.random.default_rng(0)
-    return [Document(doc_id=f"d{i}", title=f"T{i}", text=" ".join(rng.choice(WORDS, 6)), metadata={"i": i}) for i in range(n)]
+    return [
+        Document(doc_id=f"d{i}", title=f"T{i}", text=" ".join(rng.choice(WORDS, 6)), metadata={"i": i})
+        for i in range(n)
+    ]
 
 
 def test_faiss_flat_matches_exact_and_ann_recall() -> None:
@@ -55,7 +77,11 @@ def test_build_load_search_roundtrip(tmp_path: Path, kind: str) -> None:
     index = build_index(docs, enc, tmp_path / "idx", kind=kind)
     manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
     assert manifest["model"] == "hashing-64" and manifest["count"] == 60 and manifest["dim"] == 64
-    assert set(manifest["files"]) == {"embeddings.safetensors", "docs.sqlite", next(iter(f for f in manifest["files"] if f.startswith("vectors")))}
+    assert set(manifest["files"]) == {
+        "embeddings.safetensors",
+        "docs.sqlite",
+        next(iter(f for f in manifest["files"] if f.startswith("vectors"))),
+    }
     loaded = DocumentIndex.load(tmp_path / "idx")
     q = enc.encode([docs[7].content])
     _, rows = loaded.search(q, 5)

@@ -107,9 +107,7 @@ def test_rebuilds_when_parts_change(parts, tmp_path):
     new_paths = split_parts(make_zip(new_files), tmp_path / "parts2")
     mpnet._assemble(new_paths, target)
     assert (target / "config.json").read_bytes() == new_files["config.json"]
-    assert json.loads((target / mpnet.MARKER).read_text())["fingerprint"] == mpnet._fingerprint(
-        new_paths
-    )
+    assert json.loads((target / mpnet.MARKER).read_text())["fingerprint"] == mpnet._fingerprint(new_paths)
     assert leftovers(target.parent) == []
 
 
@@ -240,9 +238,7 @@ def test_public_function_uses_env_cache_dir(parts, tmp_path, monkeypatch):
     path = mpnet.mpnet_model_path()
     assert path == tmp_path / "qc" / "models" / "all-mpnet-base-v2"
     assert (path / "modules.json").is_file()
-    assert mpnet.mpnet_model_path(tmp_path / "explicit") == tmp_path / "explicit" / (
-        "all-mpnet-base-v2"
-    )
+    assert mpnet.mpnet_model_path(tmp_path / "explicit") == tmp_path / "explicit" / ("all-mpnet-base-v2")
 
 
 def test_cached_folder_survives_uninstalled_parts(parts, tmp_path, monkeypatch):
@@ -341,9 +337,7 @@ def test_real_parts_load_with_sentence_transformers(monkeypatch):
     assert (path / "model.safetensors").stat().st_size > 400_000_000
 
     model = st.SentenceTransformer(str(path), device="cpu")
-    get_dim = getattr(model, "get_embedding_dimension", None) or (
-        model.get_sentence_embedding_dimension
-    )
+    get_dim = getattr(model, "get_embedding_dimension", None) or (model.get_sentence_embedding_dimension)
     assert get_dim() == 768
     emb = model.encode(
         ["Quantum fidelity reranks passages.", "A cat sleeps on the sofa."],
