@@ -27,7 +27,7 @@ def docs_file(tmp_path: Path) -> Path:
 def test_rerank_json_contract(docs_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["rerank", "bloch sphere qubit", str(docs_file), "--model", "hashing-128", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [r["index"] for r in rows][0] == 1  # 0-based line index among documents
+    assert rows[0]["index"] == 1  # 0-based line index among documents
     assert {"index", "score", "text"} <= set(rows[0])
     assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
     assert (
