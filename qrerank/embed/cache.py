@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from qrerank.embed.base import Encoder
 
@@ -73,8 +74,9 @@ class EmbeddingCache:
 class CachedEncoder:
     """An Encoder that looks texts up in an EmbeddingCache and encodes only the misses."""
 
-    def __init__(self, encoder: Encoder, cache: EmbeddingCache | None = None) -> None:
+    def __init__(self, encoder: Encoder, cache: EmbeddingCache | None = None, chunk_size: int = 512) -> None:
         self.encoder = encoder
+        self.chunk_size = chunk_size
         self.cache = cache if cache is not None else EmbeddingCache(encoder.name, encoder.dim)
         self.name, self.dim, self.normalized = encoder.name, encoder.dim, encoder.normalized
 
@@ -88,11 +90,19 @@ class CachedEncoder:
             if v is not None:
                 out[i] = v
         if missing:
-            # Encode each distinct missing text once, even if it repeats in the input.
+            # Encode each distinct missing text once, even if it repeats in the input, and commit
+            # to the cache chunk by chunk so an interrupted long job keeps what it encoded.
             unique = list(dict.fromkeys(texts[i] for i in missing))
-            vecs = self.encoder.encode(unique, batch_size=batch_size, show_progress=show_progress)
-            self.cache.put_many(unique, vecs)
-            lookup = dict(zip(unique, vecs, strict=True))
+            lookup: dict[str, np.ndarray] = {}
+            with tqdm(
+                total=len(unique), desc=f"encode {self.name}", unit="text", disable=not show_progress
+            ) as bar:
+                for start in range(0, len(unique), self.chunk_size):
+                    chunk = unique[start : start + self.chunk_size]
+                    vecs = self.encoder.encode(chunk, batch_size=batch_size, show_progress=False)
+                    self.cache.put_many(chunk, vecs)
+                    lookup.update(zip(chunk, vecs, strict=True))
+                    bar.update(len(chunk))
             for i in missing:
                 out[i] = lookup[texts[i]]
         return out

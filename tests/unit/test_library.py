@@ -65,10 +65,10 @@ def test_cache_encodes_each_text_once(tmp_path: Path) -> None:
             calls.append(list(texts))
             return super().encode(texts, **kw)
 
-    enc = CachedEncoder(Counting(16), EmbeddingCache("counting-16", 16, tmp_path))
+    enc = CachedEncoder(Counting(16), EmbeddingCache("counting-16", 16, tmp_path), chunk_size=1)
     a = enc.encode(["x y", "z", "x y"])
     b = enc.encode(["z", "new", "x y"])
-    assert calls == [["x y", "z"], ["new"]]
+    assert calls == [["x y"], ["z"], ["new"]]  # one chunk per distinct miss, each committed
     assert np.array_equal(a[0], b[2]) and np.array_equal(a[1], b[0])
     reopened = EmbeddingCache("counting-16", 16, tmp_path)
     assert len(reopened) == 3
