@@ -111,20 +111,25 @@ class TrainResult:
     epochs_run: int
     train_seconds: float
     encode_seconds: float
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, float | None]] = field(default_factory=list)
     num_train_queries: int = 0
     num_val_queries: int = 0
     num_pairs: int = 0
 
     def metrics(self) -> dict[str, Any]:
         return {
-            "val_ndcg@10": self.best_val_ndcg10,
-            "val_ndcg@10_cosine": self.cosine_val_ndcg10,
-            "val_ndcg@10_initial": self.initial_val_ndcg10,
+            "val_ndcg@10": _or_none(self.best_val_ndcg10),
+            "val_ndcg@10_cosine": _or_none(self.cosine_val_ndcg10),
+            "val_ndcg@10_initial": _or_none(self.initial_val_ndcg10),
             "best_epoch": self.best_epoch,
             "epochs_run": self.epochs_run,
             "history": self.history,
         }
+
+
+def _or_none(x: float) -> float | None:
+    """NaN (no validation queries) as None, so config.json stays strict JSON."""
+    return None if math.isnan(x) else x
 
 
 def build_head(name: str, in_dim: int, out_dim: int) -> Head:
@@ -219,7 +224,7 @@ def train_head(
     best = initial = evaluate()
     best_state = copy.deepcopy(head.state_dict())
     best_epoch, bad_epochs, epochs_run = 0, 0, 0
-    history: list[dict[str, float]] = [{"epoch": 0, "loss": float("nan"), "val_ndcg@10": initial}]
+    history: list[dict[str, float | None]] = [{"epoch": 0, "loss": None, "val_ndcg@10": _or_none(initial)}]
     steps_per_epoch = math.ceil(len(pairs) / config.batch_size)
     t1 = time.perf_counter()
     bar = tqdm(total=config.epochs * steps_per_epoch, disable=not show_progress, desc=f"train {config.head}")
@@ -248,10 +253,11 @@ def train_head(
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}", val_ndcg10=f"{best:.4f}")
         val = evaluate()
         epochs_run = epoch
-        history.append({"epoch": epoch, "loss": total / len(pairs), "val_ndcg@10": val})
+        history.append({"epoch": epoch, "loss": total / len(pairs), "val_ndcg@10": _or_none(val)})
         bar.set_postfix(loss=f"{total / len(pairs):.4f}", val_ndcg10=f"{val:.4f}")
         logger.info("epoch %d: loss %.4f, val nDCG@10 %.4f", epoch, total / len(pairs), val)
-        if val > best + 1e-9:
+        # Without validation queries every epoch is "best": train all epochs, keep the last.
+        if not data.val or val > best + 1e-9:
             best, best_epoch, bad_epochs = val, epoch, 0
             best_state = copy.deepcopy(head.state_dict())
         else:

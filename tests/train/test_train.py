@@ -190,3 +190,15 @@ def test_cli_bad_input_exits_2(extra: list[str], beir_dir: Path, tmp_path: Path)
 def test_train_layers_message() -> None:
     with pytest.raises(InputError, match="not implemented yet"):
         TrainConfig(train_layers=1)
+
+
+def test_without_validation_keeps_last_epoch_and_strict_json(beir_dir: Path, tmp_path: Path) -> None:
+    config = TrainConfig(head="linear", out_dim=8, epochs=3, patience=1, model="hashing-64", val_frac=0.0)
+    result = train(beir_dir, config, tmp_path / "h", encoder=load_encoder("hashing-64", cache=False))
+    assert result.epochs_run == 3 and result.best_epoch == 3
+
+    def no_nan(token: str) -> None:
+        raise AssertionError(f"non-JSON constant {token}")
+
+    cfg = json.loads((tmp_path / "h" / "config.json").read_text(), parse_constant=no_nan)
+    assert cfg["metrics"]["val_ndcg@10"] is None
