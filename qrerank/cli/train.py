@@ -106,4 +106,6 @@ def run(args: argparse.Namespace) -> int:
         f"(+{result.encode_seconds:.1f}s encoding): best val nDCG@10 {result.best_val_ndcg10:.4f} "
         f"(epoch {result.best_epoch}; cosine {result.cosine_val_ndcg10:.4f}) -> {args.out}"
     )
+    if result.best_epoch == 0 and result.num_val_queries:
+        write("note: no epoch beat the untrained head on validation; the saved head is the untrained one")
     return 0
