@@ -121,7 +121,7 @@ def load_beir(
     qrels = read_qrels(qrels_path)
     docs = {d.doc_id: d.content for d in read_jsonl(root / "corpus.jsonl")}
     queries = {q.doc_id: q.text for q in read_jsonl(root / "queries.jsonl")}
-    examples = []
+    examples: list[Example] = []
     for qid, judged in sorted(qrels.items()):
         judged = {d: s for d, s in judged.items() if d in docs}
         positives = tuple(sorted(d for d, s in judged.items() if s >= rel_level))
@@ -155,7 +155,7 @@ def load_triples(
     def doc_id(text: str) -> str:
         return ids.setdefault(text, f"d{len(ids)}")
 
-    examples = []
+    examples: list[Example] = []
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
