@@ -1,0 +1,111 @@
+"""``qrerank train DATA --head qbec --out HEAD_DIR``: train a head on frozen, cached embeddings."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+
+from qrerank.cli._common import positive_float, positive_int, write
+from qrerank.embed.models import DEFAULT_MODEL
+
+
+def frac_float(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {value!r}") from None
+    if not 0.0 < x <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {value!r}")
+    return x
+
+
+def non_negative_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}")
+    return n
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train a head (none|linear|qbec|angle) on a BEIR folder or triples JSONL"
+    )
+    p.add_argument(
+        "data", help="BEIR dataset dir (corpus.jsonl, queries.jsonl, qrels/) or {query,pos,neg} JSONL"
+    )
+    p.add_argument("--out", required=True, metavar="HEAD_DIR", help="directory to write the best head to")
+    p.add_argument(
+        "--head",
+        choices=("none", "linear", "qbec", "angle"),
+        default="qbec",
+        help="none = Bloch encoding with learnable tau; linear = BEC; qbec = quantum compression; angle = MLP",
+    )
+    p.add_argument("--out-dim", type=positive_int, default=256, help="output dim / qubits (default 256)")
+    p.add_argument("--split", default="train", help="qrels split to train on (default train)")
+    p.add_argument("--rel-level", type=int, default=1, help="qrels score counted as relevant (default 1)")
+    p.add_argument("--frac", type=frac_float, default=1.0, help="fraction of training queries (default 1.0)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--epochs", type=positive_int, default=10, help="max epochs (default 10)")
+    p.add_argument("--patience", type=positive_int, default=2, help="early-stopping patience (default 2)")
+    p.add_argument(
+        "--negatives", type=positive_int, default=7, help="hard negatives per positive (default 7)"
+    )
+    p.add_argument("--similarity", choices=("log", "linear"), default="log", help="log F or F (state heads)")
+    p.add_argument(
+        "--scale",
+        type=positive_float,
+        default=None,
+        help="logit scale (default 20 for F and cosine, 1 for log F)",
+    )
+    p.add_argument("--lr", type=positive_float, default=1e-3)
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--val-frac", type=float, default=0.1, help="share of queries held out (default 0.1)")
+    p.add_argument(
+        "--train-layers", type=non_negative_int, default=0, help="fine-tune last N encoder layers (not yet)"
+    )
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"encoder name or path (default {DEFAULT_MODEL})")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from qrerank.train.trainer import TrainConfig, train
+
+    config = TrainConfig(
+        head=args.head,
+        out_dim=args.out_dim,
+        split=args.split,
+        rel_level=args.rel_level,
+        frac=args.frac,
+        seed=args.seed,
+        epochs=args.epochs,
+        patience=args.patience,
+        negatives=args.negatives,
+        similarity=args.similarity,
+        scale=args.scale,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        val_frac=args.val_frac,
+        train_layers=args.train_layers,
+        model=args.model,
+    )
+    command = "qrerank train " + shlex.join(
+        [args.data, "--head", args.head, "--out-dim", str(args.out_dim), "--split", args.split]
+        + ["--rel-level", str(args.rel_level), "--frac", str(args.frac), "--seed", str(args.seed)]
+        + ["--epochs", str(args.epochs), "--patience", str(args.patience), "--negatives", str(args.negatives)]
+        + ["--similarity", args.similarity, "--lr", str(args.lr)]
+        + (["--scale", str(args.scale)] if args.scale is not None else [])
+        + ["--batch-size", str(args.batch_size), "--val-frac", str(args.val_frac), "--model", args.model]
+        + ["--out", args.out]
+    )
+    result = train(args.data, config, args.out, command=command, show_progress=True)
+    write(
+        f"trained {args.head} head ({result.head.num_parameters():,} params) in {result.train_seconds:.1f}s "
+        f"(+{result.encode_seconds:.1f}s encoding): best val nDCG@10 {result.best_val_ndcg10:.4f} "
+        f"(epoch {result.best_epoch}; cosine {result.cosine_val_ndcg10:.4f}) -> {args.out}"
+    )
+    if result.best_epoch == 0 and result.num_val_queries:
+        write("note: no epoch beat the untrained head on validation; the saved head is the untrained one")
+    return 0
