@@ -125,7 +125,7 @@ class QuantumCompressionHead(Head):
         return {
             "in_dim": self.in_dim,
             "out_dim": self.out_dim,
-            "tau": float(self.tau()),
+            "tau": float(self.tau().detach()),
             "learn_tau": self._learn_tau,
             "init_std": self._init_std,
         }

@@ -5,9 +5,10 @@
 At d = 384..768 qubits F underflows float32 (a typical per-qubit overlap of 0.9 gives 0.9^768
 ~ 1e-35), so every function returns log F, in (-inf, 0].
 
-For Bloch states with phi = pi the per-qubit overlap is cos((theta_a - theta_b)/2), and
-log cos^2(x) = log1p(-sin^2 x) keeps full precision for nearly identical qubits (where
-1 - cos^2 rounds to 0). Per-qubit fidelities are floored at ``eps`` (default: the dtype's machine
+For Bloch states with phi = pi the per-qubit overlap is cos((theta_a - theta_b)/2); log cos^2(x)
+is computed as log1p(-sin^2 x) for nearly identical qubits (where cos^2 rounds to 1) and as
+log(cos^2 x) for nearly orthogonal ones (where 1 - sin^2 cancels), so it keeps full relative
+precision at both ends. Per-qubit fidelities are floored at ``eps`` (default: the dtype's machine
 epsilon, ~1.2e-7 in float32, ~2.2e-16 in float64; the largest floor 1 - sin^2 can represent) so
 orthogonal qubits give a finite log and a finite (zero) gradient instead of -inf and NaN.
 """
@@ -30,9 +31,14 @@ def log_fidelity_angles(
     Returns:
         ``[...]``: sum_i log cos^2((theta_a_i - theta_b_i) / 2).
     """
-    s = torch.sin((theta_a - theta_b) / 2)
-    floor = _floor(s.dtype, eps)
-    return torch.log1p(-(s * s).clamp(max=1.0 - floor)).sum(dim=-1)
+    half = (theta_a - theta_b) / 2
+    s2, c2 = torch.sin(half).square(), torch.cos(half).square()
+    floor = _floor(s2.dtype, eps)
+    # log1p(-sin^2) is exact near identical qubits, log(cos^2) near orthogonal ones (where
+    # 1 - sin^2 cancels); both branches are clamped so neither leaks an inf/NaN gradient.
+    near = torch.log1p(-s2.clamp(max=1.0 - floor))
+    far = torch.log(c2.clamp(min=floor))
+    return torch.where(s2 < 0.5, near, far).sum(dim=-1)
 
 
 def log_fidelity(a: torch.Tensor, b: torch.Tensor, eps: float | None = None) -> torch.Tensor:

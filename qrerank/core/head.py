@@ -64,4 +64,4 @@ class BlochHead(Head):
         return bloch_states(bloch_angles(u, self.tau()))
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {"in_dim": self.in_dim, "tau": float(self.tau()), "learn_tau": self._learn_tau}
+        return {"in_dim": self.in_dim, "tau": float(self.tau().detach()), "learn_tau": self._learn_tau}
