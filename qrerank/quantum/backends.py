@@ -31,7 +31,10 @@ class Backend(StrEnum):
 
 
 def _closed_form(
-    theta_q: torch.Tensor, theta_d: torch.Tensor, shots: int | None, seed: int | None,
+    theta_q: torch.Tensor,
+    theta_d: torch.Tensor,
+    shots: int | None,
+    seed: int | None,
     block_size: int,
 ) -> torch.Tensor:
     if shots is not None:
@@ -40,7 +43,10 @@ def _closed_form(
 
 
 def _qiskit(
-    theta_q: torch.Tensor, theta_d: torch.Tensor, shots: int | None, seed: int | None,
+    theta_q: torch.Tensor,
+    theta_d: torch.Tensor,
+    shots: int | None,
+    seed: int | None,
     block_size: int,
 ) -> torch.Tensor:
     from qrerank.quantum import qiskit as adapter
@@ -52,7 +58,10 @@ def _qiskit(
 
 
 def _pennylane(
-    theta_q: torch.Tensor, theta_d: torch.Tensor, shots: int | None, seed: int | None,
+    theta_q: torch.Tensor,
+    theta_d: torch.Tensor,
+    shots: int | None,
+    seed: int | None,
     block_size: int,
 ) -> torch.Tensor:
     from qrerank.quantum import pennylane as adapter

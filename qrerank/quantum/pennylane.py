@@ -106,8 +106,12 @@ def state_qnode(n_qubits: int, device: str = "default.qubit") -> Callable[..., t
         _encode(theta, gamma, weights, wires)
         return qml.state()
 
-    dev = make_device(device, n_qubits)
-    return qml.QNode(circuit, dev, interface="torch", diff_method=_diff_method(device, None))
+    # Adjoint differentiation covers expectation values only: a state is differentiable on
+    # default.qubit (backprop) and forward-only on lightning.qubit.
+    diff_method = "backprop" if device == "default.qubit" else None
+    return qml.QNode(
+        circuit, make_device(device, n_qubits), interface="torch", diff_method=diff_method
+    )
 
 
 def fidelity_qnode(

@@ -271,7 +271,9 @@ def qbec_step(
 
 
 def qbec_forward(
-    head: QuantumCompressionHead, u: torch.Tensor, shots: int | None = None,
+    head: QuantumCompressionHead,
+    u: torch.Tensor,
+    shots: int | None = None,
     seed: int | None = None,
 ) -> torch.Tensor:
     """``head(u)`` step by step on circuits: ``[in_dim] -> [out_dim, 2]`` real (float64).
@@ -306,7 +308,11 @@ def example_circuits() -> dict[str, QuantumCircuit]:
         "compute_uncompute": compute_uncompute_circuit(prep_a, prep_b),
         "swap_test": swap_test_circuit(prep_a, prep_b),
         "qbec_step": qbec_step_circuit(
-            torch.tensor([0.8, -0.6]), torch.tensor([0.6, 0.8]), gate, gate.conj().T, gate,
+            torch.tensor([0.8, -0.6]),
+            torch.tensor([0.6, 0.8]),
+            gate,
+            gate.conj().T,
+            gate,
             measure=True,
         ),
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -26,6 +27,21 @@ def random_gammas(n: int, n_docs: int, seed: int) -> tuple[torch.Tensor, torch.T
         2 * math.pi * torch.rand(n, generator=g, dtype=torch.float64),
         2 * math.pi * torch.rand(n_docs, n, generator=g, dtype=torch.float64),
     )
+
+
+AnglesFactory = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+
+@pytest.fixture
+def make_angles() -> AnglesFactory:
+    """``make_angles(n, n_docs, seed, spread=1.0)`` -> (theta_q [n], theta_d [D, n])."""
+    return random_angles
+
+
+@pytest.fixture
+def make_gammas() -> AnglesFactory:
+    """``make_gammas(n, n_docs, seed)`` -> (gamma_q [n], gamma_d [D, n])."""
+    return random_gammas
 
 
 @pytest.fixture
