@@ -16,8 +16,9 @@ significant bit), so ``qml.state()`` is kron(s_0, ..., s_{n-1}).
   entangled: F no longer factorises over qubits, there is no closed form and no blockwise
   simulation, and the head must fit one statevector (``MAX_QUBITS``).
 
-Sizes: default.qubit holds 2^n amplitudes per broadcast row (n <= 20 is practical for a batch
-of candidates); lightning.qubit reaches ~28 qubits for one state. Separable scoring is blockwise.
+Sizes: default.qubit holds 2^b amplitudes per broadcast row (D documents x 16 * 2^b bytes);
+lightning.qubit unrolls the broadcast and its dense |0...0><0...0| observable costs 4^b, so keep
+its blocks <= ~10 qubits. Separable scoring is blockwise (``product.blocks``), so any n works.
 """
 
 from __future__ import annotations
@@ -173,9 +174,11 @@ def _block_fidelities(
     if (gamma_q is None) != (gamma_d is None):
         raise ValueError("give gamma for both query and documents, or for neither")
     n_docs = theta_d.shape[0]
+    parts_k = blocks(theta_q.shape[0], block_size)
+    logger.debug("%d documents x %d blocks on %s, shots=%s", n_docs, len(parts_k), device, shots)
     qnodes: dict[int, Callable[..., torch.Tensor]] = {}
     columns = []
-    for k, blk in enumerate(blocks(theta_q.shape[0], block_size)):
+    for k, blk in enumerate(parts_k):
         width = blk.stop - blk.start
         if shots is not None or width not in qnodes:
             # A fresh seed per block keeps the blocks' shot noise independent, so the product
