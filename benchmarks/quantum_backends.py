@@ -36,6 +36,7 @@ from qrerank.quantum.product import DEFAULT_BLOCK
 
 PACKAGES = ("torch", "numpy", "scipy", "qiskit", "qiskit-aer", "pennylane", "pennylane-lightning")
 RESULTS = Path(__file__).parent / "results" / "quantum_backends.json"
+TARGETS = (0.9, 0.95, 0.98)
 
 
 def candidates(d: int, n_docs: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,6 +115,22 @@ def ranking_agreement(
     return rows
 
 
+def shots_needed(rows: list[dict[str, Any]], targets: tuple[float, ...]) -> list[dict[str, Any]]:
+    """Smallest shot count whose mean Kendall tau reaches each target, per configuration."""
+    out: dict[tuple[str, int, int], dict[str, Any]] = {}
+    for r in sorted(rows, key=lambda r: r["shots"]):
+        key = (r["backend"], r["dims"], r["block_size"])
+        entry = out.setdefault(
+            key,
+            {"backend": key[0], "dims": key[1], "block_size": key[2]}
+            | {f"tau>={t}": None for t in targets},
+        )
+        for t in targets:
+            if entry[f"tau>={t}"] is None and r["kendall_tau_mean"] >= t:
+                entry[f"tau>={t}"] = r["shots"]
+    return list(out.values())
+
+
 def environment() -> dict[str, Any]:
     versions = {}
     for name in PACKAGES:
@@ -127,6 +144,8 @@ def environment() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "torch_threads": torch.get_num_threads(),
+        # The machine is shared: a load above the CPU count means timings include contention.
+        "load_average_1_5_15min": list(os.getloadavg()),
         "packages": versions,
     }
 
@@ -146,7 +165,9 @@ def main(argv: list[str] | None = None) -> None:
 
     env = environment()
     print(f"# Quantum backends: {args.candidates} candidates, one query\n")
-    print(f"{env['platform']}, {env['cpu_count']} CPUs, Python {env['python']}; ", end="")
+    load = env["load_average_1_5_15min"][0]
+    print(f"{env['platform']}, {env['cpu_count']} CPUs (load {load:.1f}), ", end="")
+    print(f"Python {env['python']}; ", end="")
     print(", ".join(f"{k} {v}" for k, v in env["packages"].items()) + "\n")
 
     timings: dict[int, dict[str, float]] = {}
@@ -175,12 +196,23 @@ def main(argv: list[str] | None = None) -> None:
                 f"{r['mean_abs_log_f_error']:.3f} |"
             )
 
+    needed = shots_needed(agreement, TARGETS)
+    print("\n## Shots per block needed for a mean Kendall tau of at least ...\n")
+    print("| backend | dims | block | " + " | ".join(f"tau >= {t}" for t in TARGETS) + " |")
+    print("|---|---:|---:|" + "---:|" * len(TARGETS))
+    for row in needed:
+        cells = " | ".join(str(row[f"tau>={t}"] or f"> {max(args.shots)}") for t in TARGETS)
+        print(f"| {row['backend']} | {row['dims']} | {row['block_size']} | {cells} |")
+
     args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "config": {
+            k: (os.path.relpath(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+        },
         "environment": env,
         "timing_seconds": {str(d): t for d, t in timings.items()},
         "ranking_agreement": agreement,
+        "shots_needed": needed,
     }
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"\nwrote {args.out}")

@@ -135,7 +135,9 @@ def fidelity_qnode(
 
     def split(inputs: torch.Tensor) -> tuple[Any, Any, Any, Any]:
         parts = inputs.split(n_qubits, dim=-1)
-        return (parts[0], None, parts[1], None) if bloch else tuple(parts)  # type: ignore[return-value]
+        if bloch:
+            return parts[0], None, parts[1], None
+        return parts[0], parts[1], parts[2], parts[3]
 
     def overlap(inputs: torch.Tensor, weights: torch.Tensor | None) -> Any:
         theta_a, gamma_a, theta_b, gamma_b = split(inputs)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 
 import pytest
 import torch
@@ -10,12 +10,18 @@ import torch
 from qrerank.core import bloch_angles, default_tau, log_fidelity_angles
 from qrerank.quantum import BACKENDS, Backend, score_log_fidelity
 
+
+def installed(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
 SIMULATORS = [
     pytest.param(
-        name,
-        marks=pytest.mark.skipif(
-            importlib.util.find_spec(module) is None, reason=f"extra [{name}] not installed"
-        ),
+        name, marks=pytest.mark.skipif(not installed(module), reason=f"extra [{name}] missing")
     )
     for name, module in (("qiskit", "qiskit_aer"), ("pennylane", "pennylane"))
 ]
