@@ -71,9 +71,7 @@ def timing(d: int, n_docs: int, repeats: int, shots: int, seed: int) -> dict[str
         "qiskit (statevector)": lambda: score_log_fidelity(q, docs, tau, "qiskit"),
         "pennylane default.qubit": lambda: score_log_fidelity(q, docs, tau, "pennylane"),
         "pennylane lightning.qubit": lightning,
-        f"qiskit aer, {shots} shots": lambda: score_log_fidelity(
-            q, docs, tau, "qiskit", shots, seed=seed
-        ),
+        f"qiskit aer, {shots} shots": lambda: score_log_fidelity(q, docs, tau, "qiskit", shots, seed=seed),
         f"pennylane default.qubit, {shots} shots": lambda: score_log_fidelity(
             q, docs, tau, "pennylane", shots, seed=seed
         ),
@@ -122,8 +120,7 @@ def shots_needed(rows: list[dict[str, Any]], targets: tuple[float, ...]) -> list
         key = (r["backend"], r["dims"], r["block_size"])
         entry = out.setdefault(
             key,
-            {"backend": key[0], "dims": key[1], "block_size": key[2]}
-            | {f"tau>={t}": None for t in targets},
+            {"backend": key[0], "dims": key[1], "block_size": key[2]} | {f"tau>={t}": None for t in targets},
         )
         for t in targets:
             if entry[f"tau>={t}"] is None and r["kendall_tau_mean"] >= t:
@@ -185,9 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     print("| backend | dims | block | shots | Kendall tau (mean) | (min) | mean abs log-F error |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for d in args.dims:
-        rows = ranking_agreement(
-            d, args.candidates, args.shots, args.queries, args.seed, args.block_sizes
-        )
+        rows = ranking_agreement(d, args.candidates, args.shots, args.queries, args.seed, args.block_sizes)
         agreement += rows
         for r in rows:
             print(
@@ -206,9 +201,7 @@ def main(argv: list[str] | None = None) -> None:
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
-        "config": {
-            k: (os.path.relpath(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-        },
+        "config": {k: (os.path.relpath(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "environment": env,
         "timing_seconds": {str(d): t for d, t in timings.items()},
         "ranking_agreement": agreement,

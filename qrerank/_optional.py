@@ -5,9 +5,11 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from qrerank.errors import MissingExtraError
+
 
 def require(module: str, extra: str) -> ModuleType:
-    """Import ``module`` or raise ImportError telling the user which extra provides it.
+    """Import ``module`` or raise MissingExtraError (an ImportError) telling the user which extra provides it.
 
     >>> require("json", "core").dumps([1])
     '[1]'
@@ -15,7 +17,7 @@ def require(module: str, extra: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise ImportError(
+        raise MissingExtraError(
             f"{module!r} is needed for this feature but is not installed; "
             f"install it with: pip install 'qrerank[{extra}]'"
         ) from exc

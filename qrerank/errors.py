@@ -17,3 +17,7 @@ class ModelNotFoundError(QrerankError, LookupError):
 
 class IndexFormatError(QrerankError):
     """An index directory that is corrupt, incomplete, from another version or another model."""
+
+
+class MissingExtraError(QrerankError, ImportError):
+    """An optional backend is not installed; the message names the pip extra that provides it."""

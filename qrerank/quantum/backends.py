@@ -6,7 +6,7 @@
 ``"qiskit"`` and ``"pennylane"`` simulate the same circuits blockwise (``product.blocks``):
 exact from statevectors when ``shots`` is None (equal to the closed form to ~1e-12 in float64),
 otherwise the log of a shot estimate, with each block's estimate floored at ``product.FLOOR``
-(1e-12) so a block that never measured 0...0 gives log 1e-12 ~ -27.6 instead of -inf.
+(float64 machine epsilon) so a block that never measured 0...0 gives about -36.0 instead of -inf.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def score_log_fidelity(
     if not dtype.is_floating_point:
         dtype = torch.get_default_dtype()
     # float64 for every backend: in float32 tanh saturates, theta hits exactly 0 or pi and the
-    # closed form's 1 - 1e-12 clamp rounds to 1, giving -inf; it also makes backends comparable.
+    # closed form's float32 floor is coarse (1.2e-7); float64 also makes backends comparable.
     theta_q = bloch_angles(query_vec.to(torch.float64), tau)
     theta_d = bloch_angles(doc_vecs.to(torch.float64), tau)
     check_pair(theta_q, theta_d)

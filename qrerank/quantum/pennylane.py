@@ -110,9 +110,7 @@ def state_qnode(n_qubits: int, device: str = "default.qubit") -> Callable[..., t
     # Adjoint differentiation covers expectation values only: a state is differentiable on
     # default.qubit (backprop) and forward-only on lightning.qubit.
     diff_method = "backprop" if device == "default.qubit" else None
-    return qml.QNode(
-        circuit, make_device(device, n_qubits), interface="torch", diff_method=diff_method
-    )
+    return qml.QNode(circuit, make_device(device, n_qubits), interface="torch", diff_method=diff_method)
 
 
 def fidelity_qnode(
@@ -156,9 +154,7 @@ def fidelity_qnode(
             return overlap(inputs, None)
 
     dev = make_device(device, n_qubits, seed)
-    return qml.QNode(
-        circuit, dev, interface="torch", diff_method=_diff_method(device, shots), shots=shots
-    )
+    return qml.QNode(circuit, dev, interface="torch", diff_method=_diff_method(device, shots), shots=shots)
 
 
 def _block_fidelities(
@@ -186,9 +182,7 @@ def _block_fidelities(
             # A fresh seed per block keeps the blocks' shot noise independent, so the product
             # of block estimates stays unbiased.
             block_seed = None if seed is None else seed + k
-            qnodes[width] = fidelity_qnode(
-                width, device, bloch=gamma_q is None, shots=shots, seed=block_seed
-            )
+            qnodes[width] = fidelity_qnode(width, device, bloch=gamma_q is None, shots=shots, seed=block_seed)
         parts = [theta_q[blk].expand(n_docs, width)]
         if gamma_q is not None and gamma_d is not None:
             parts.append(gamma_q[blk].expand(n_docs, width))
@@ -229,9 +223,7 @@ def estimate_fidelity(
     """Shot estimate of |<q|d>|^2, ``[D]``: per block the frequency of 0...0 in ``shots``."""
     check_shots(shots)
     with torch.no_grad():
-        p0 = _block_fidelities(
-            theta_q, theta_d, gamma_q, gamma_d, device, shots, seed, block_size
-        ).double()
+        p0 = _block_fidelities(theta_q, theta_d, gamma_q, gamma_d, device, shots, seed, block_size).double()
     return combine_blocks(p0, bernoulli_variance(p0, shots), shots)
 
 

@@ -16,16 +16,15 @@ from dataclasses import dataclass
 
 import torch
 
-from qrerank.core.fidelity import EPS
-
 # Qubits per simulated block. A statevector of b qubits holds 2^b complex128 amplitudes
 # (16 * 2^b bytes); 8 keeps every circuit tiny and the shot variance low (see ShotEstimate).
 DEFAULT_BLOCK = 8
 # Largest block the adapters accept: 2^20 amplitudes = 16 MiB, a fraction of a second per state.
 MAX_BLOCK = 20
 # Floor of a fidelity estimate before its log: a block with zero "all zeros" counts would give
-# log 0 = -inf. The same 1e-12 as the closed form's per-qubit floor, so exact backends agree.
-FLOOR = EPS
+# log 0 = -inf. The backends work in float64, so this is the closed form's float64 per-qubit
+# floor (machine epsilon, ~2.2e-16) and exact backends agree with it.
+FLOOR = torch.finfo(torch.float64).eps
 
 
 def blocks(n: int, block_size: int = DEFAULT_BLOCK) -> list[slice]:
@@ -65,7 +64,7 @@ class ShotEstimate:
     n_blocks: int
 
     def log_fidelity(self, floor: float = FLOOR) -> torch.Tensor:
-        """log max(F_hat, floor): a zero estimate maps to log(floor) ~ -27.6, not -inf."""
+        """log max(F_hat, floor): a zero estimate maps to log(floor) (about -36.0), not -inf."""
         return self.fidelity.clamp(min=floor).log()
 
 
@@ -93,8 +92,7 @@ def check_pair(theta_q: torch.Tensor, theta_d: torch.Tensor) -> None:
     """A query ``[n]`` against documents ``[D, n]``."""
     if theta_q.dim() != 1 or theta_d.dim() != 2 or theta_d.shape[1] != theta_q.shape[0]:
         raise ValueError(
-            f"expected query [n] and documents [D, n], got {tuple(theta_q.shape)} and "
-            f"{tuple(theta_d.shape)}"
+            f"expected query [n] and documents [D, n], got {tuple(theta_q.shape)} and {tuple(theta_d.shape)}"
         )
 
 

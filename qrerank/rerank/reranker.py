@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from qrerank.core.encoding import default_tau
 from qrerank.core.fusion import Normalize
 from qrerank.core.head import Head
 from qrerank.embed.base import Encoder
@@ -126,7 +127,8 @@ class Reranker:
                 )
             from qrerank.quantum.backends import score_log_fidelity
 
-            quantum = score_log_fidelity(query, docs, tau, self.backend, self.shots)
+            bloch_tau = tau if tau is not None else default_tau(query.shape[-1])
+            quantum = score_log_fidelity(query, docs, bloch_tau, self.backend, self.shots)
         return score_candidates(
             query,
             docs,

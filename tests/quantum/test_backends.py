@@ -20,9 +20,7 @@ def installed(module: str) -> bool:
 
 
 SIMULATORS = [
-    pytest.param(
-        name, marks=pytest.mark.skipif(not installed(module), reason=f"extra [{name}] missing")
-    )
+    pytest.param(name, marks=pytest.mark.skipif(not installed(module), reason=f"extra [{name}] missing"))
     for name, module in (("qiskit", "qiskit_aer"), ("pennylane", "pennylane"))
 ]
 
@@ -67,9 +65,7 @@ def test_returns_input_dtype(vectors: tuple[torch.Tensor, torch.Tensor]) -> None
 
 
 @pytest.mark.parametrize("backend", SIMULATORS)
-def test_exact_simulators_equal_closed_form(
-    backend: str, vectors: tuple[torch.Tensor, torch.Tensor]
-) -> None:
+def test_exact_simulators_equal_closed_form(backend: str, vectors: tuple[torch.Tensor, torch.Tensor]) -> None:
     q, d = vectors
     tau = default_tau(12)
     expected = score_log_fidelity(q, d, tau, "closed-form")
@@ -79,9 +75,7 @@ def test_exact_simulators_equal_closed_form(
 
 
 @pytest.mark.parametrize("backend", SIMULATORS)
-def test_shots_give_a_seeded_estimate(
-    backend: str, vectors: tuple[torch.Tensor, torch.Tensor]
-) -> None:
+def test_shots_give_a_seeded_estimate(backend: str, vectors: tuple[torch.Tensor, torch.Tensor]) -> None:
     q, d = vectors
     tau = 3 * default_tau(12)  # a wider tau keeps F ~ 0.3..0.9, measurable with few shots
     exact = score_log_fidelity(q, d, tau, "closed-form")

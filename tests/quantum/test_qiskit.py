@@ -24,9 +24,7 @@ AnglesFactory = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 def test_bloch_circuit_state_equals_core(n: int, make_angles: AnglesFactory) -> None:
     theta, _ = make_angles(n, 1, seed=n)
     expected = product_statevector(bloch_states(theta).to(torch.complex128), little_endian=True)
-    torch.testing.assert_close(
-        qk.statevector(qk.bloch_circuit(theta)), expected, atol=1e-12, rtol=0
-    )
+    torch.testing.assert_close(qk.statevector(qk.bloch_circuit(theta)), expected, atol=1e-12, rtol=0)
 
 
 def test_encode_circuit_uses_bloch_angles() -> None:
@@ -48,9 +46,7 @@ def test_angle_head_state_equals_core() -> None:
 
 @pytest.mark.parametrize("n", [1, 5, 12])
 @pytest.mark.parametrize("block_size", [1, 4, 12])
-def test_exact_log_fidelity_equals_closed_form(
-    n: int, block_size: int, make_angles: AnglesFactory
-) -> None:
+def test_exact_log_fidelity_equals_closed_form(n: int, block_size: int, make_angles: AnglesFactory) -> None:
     theta_q, theta_d = make_angles(n, 4, seed=10 + n)
     expected = log_fidelity_angles(theta_q.unsqueeze(0), theta_d)
     got = qk.log_fidelity(theta_q, theta_d, block_size=block_size)

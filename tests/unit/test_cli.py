@@ -93,3 +93,38 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 2
+
+
+@pytest.mark.parametrize("backend", ["qiskit", "pennylane"])
+def test_simulator_backends_rank_like_the_closed_form(
+    backend: str, docs_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip({"qiskit": "qiskit_aer", "pennylane": "pennylane"}[backend])
+    base = [
+        "rerank",
+        "bloch sphere qubit yeast",
+        str(docs_file),
+        "--model",
+        "hashing-8",
+        "--method",
+        "fidelity",
+        "--json",
+    ]
+    assert main(base) == 0
+    closed = json.loads(capsys.readouterr().out)
+    assert main([*base, "--backend", backend]) == 0
+    simulated = json.loads(capsys.readouterr().out)
+    assert [r["index"] for r in simulated] == [r["index"] for r in closed]
+    for a, b in zip(simulated, closed, strict=True):
+        assert a["log_fidelity"] == pytest.approx(b["log_fidelity"], abs=1e-5)
+
+
+def test_missing_backend_extra_exits_2(
+    docs_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "qiskit", None)  # import of qiskit now raises ImportError
+    monkeypatch.setitem(sys.modules, "qiskit_aer", None)
+    assert main(["rerank", "q", str(docs_file), "--model", "hashing-8", "--backend", "qiskit"]) == 2
+    assert "qrerank[qiskit]" in capsys.readouterr().err
