@@ -15,13 +15,14 @@ head:PATH   similarity of a trained head's outputs (log-fidelity for state heads
 run:NAME    the dataset's ``runs/NAME.trec`` as is: an external anchor with its own candidates
 =========== ==============================================================================
 
-Signals are computed once as ``[Q, N]`` matrices over the union of all candidates with the
+Dense signals are computed in float64 (see ``CandidateScorer``), once as ``[Q, N]`` matrices over the union of all candidates with the
 batched core functions, then gathered per query, so every method sees identical candidates and
 the sweeps over tau and alpha cost one fidelity matrix per tau.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -110,6 +111,7 @@ class BM25Scorer:
 
     def __init__(self, docs: Sequence[Document], *, k1: float = BM25_K1, b: float = BM25_B) -> None:
         self._bm25s = require("bm25s", "eval")
+        logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets its logger to DEBUG on import
         self._stemmer = require("Stemmer", "eval").Stemmer("english")
         self.row = {d.doc_id: i for i, d in enumerate(docs)}
         tokens = self._bm25s.tokenize(
@@ -170,8 +172,10 @@ class CandidateScorer:
         self._idx = {
             q: torch.tensor([row[d] for d in c], dtype=torch.long) for q, c in self.candidates.items()
         }
-        self._q = torch.from_numpy(np.ascontiguousarray(q_emb)).float() if q_emb is not None else None
-        self._d = torch.from_numpy(np.ascontiguousarray(d_emb)).float() if d_emb is not None else None
+        # float64: core's per-qubit floor (1 - 1e-12) rounds to 1 in float32, so a saturated
+        # qubit pair would give log F = -inf and NaN after min-max; in float64 it stays finite.
+        self._q = torch.from_numpy(np.asarray(q_emb, dtype=np.float64)) if q_emb is not None else None
+        self._d = torch.from_numpy(np.asarray(d_emb, dtype=np.float64)) if d_emb is not None else None
         self.bm25 = bm25
         self.rrf_k = rrf_k
         self._cos: torch.Tensor | None = None

@@ -88,7 +88,7 @@ def format_table(result: Mapping[str, Any]) -> str:
         if not rows:
             continue
         has_tune = all(r.get("tune") for r in rows)
-        extra = f" (hybrid at tau = {tuned.get('tau', 0):.4g})" if param == "alpha" else ""
+        extra = f" at tau = {tuned.get('tau', 0):.4g}" if param == "alpha" else ""
         lines += [
             "",
             f"#### {param} sweep: {label}{extra}, {PRIMARY_METRIC} x100",
