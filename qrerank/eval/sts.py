@@ -20,6 +20,7 @@ import csv
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -101,10 +102,14 @@ def spearman_diff_ci(
     def diff(g: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
         return float(stats.spearmanr(x, g).statistic - stats.spearmanr(y, g).statistic)
 
-    res = stats.bootstrap(
-        (gold, a, b), diff, paired=True, vectorized=False, n_resamples=n_resamples,
-        method="percentile", rng=np.random.default_rng(seed),
-    )  # fmt: skip
+    with warnings.catch_warnings():
+        # Tiny splits can draw a resample with constant scores (undefined correlation): NaN, no warning.
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        res = stats.bootstrap(
+            (gold, a, b), diff, paired=True, vectorized=False, n_resamples=n_resamples,
+            method="percentile", rng=np.random.default_rng(seed),
+        )  # fmt: skip
     return {
         "diff": diff(gold, a, b),
         "ci_low": float(res.confidence_interval.low),
