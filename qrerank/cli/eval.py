@@ -8,6 +8,8 @@ scores an STS-B folder (Spearman/Pearson of cosine, fidelity and hybrid) instead
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 
 from qrerank.cli._common import positive_int, write
 from qrerank.embed.models import DEFAULT_MODEL
@@ -68,6 +70,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _command_line() -> str | None:
+    """The command as typed, for meta.json (None when called as a library, e.g. from tests)."""
+    return shlex.join(["qrerank", *sys.argv[1:]]) if sys.argv[1:2] == ["eval"] else None
+
+
 def run(args: argparse.Namespace) -> int:
     from qrerank.embed.models import load_encoder
     from qrerank.errors import InputError
@@ -85,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
             args.data_dir, encoder=encoder, split=args.split, tune_split=args.tune_split, taus=args.taus,
             alphas=args.alphas or ALPHAS, batch_size=args.batch_size, show_progress=not args.no_progress,
         )  # fmt: skip
+        result["meta"]["command"] = _command_line()
         write_sts_outputs(result, args.out)
         write(format_sts_table(result))
         return 0
@@ -96,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         k=args.k, model=args.model, rel_level=args.rel_level, taus=args.taus, alphas=args.alphas or ALPHAS,
         tau=args.tau, alpha=args.alpha, tune_split=args.tune_split, tune_dir=args.tune_data, rrf_k=args.rrf_k,
         batch_size=args.batch_size, n_resamples=args.bootstrap, show_progress=not args.no_progress,
+        extra_meta={"command": _command_line()},
     )  # fmt: skip
     result = evaluate(cfg)
     write_outputs(result, args.out, result["runs"])
