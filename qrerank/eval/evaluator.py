@@ -312,7 +312,9 @@ def evaluate(cfg: EvalConfig, *, encoder: Encoder | None = None) -> dict[str, An
         if bm25 is not None
         else None,
         "rrf_k": cfg.rrf_k,
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+        "config": {
+            k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "extra_meta"
+        },
         "seconds": {"encode": round(t_enc, 2), "total": round(time.perf_counter() - t0, 2)},
         "environment": environment(),
         **cfg.extra_meta,
