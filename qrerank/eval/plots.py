@@ -91,6 +91,9 @@ def plot_sweep(
         ax.axvline(chosen, color="tab:red", linewidth=0.8, label=f"chosen {param} = {chosen:.4g}")
     if log_x:
         ax.set_xscale("log")
+        ax.minorticks_off()
+    ax.set_xticks(xs)
+    ax.set_xticklabels([f"{x:.3g}" for x in xs], fontsize=7, rotation=30 if log_x else 0)
     ax.set_xlabel(param)
     ax.set_ylabel(metric)
     ax.set_title(title, fontsize=9)

@@ -135,11 +135,18 @@ def write_outputs(
     files["table"].write_text(format_table(result), encoding="utf-8")
     for name, run in runs.items():
         write_trec_run(run, out / "runs" / run_filename(name), name)
+    files.update(write_plots(result, out))
+    return files
+
+
+def write_plots(result: Mapping[str, Any], out: Path) -> dict[str, Path]:
+    """The PNG plots of ``result``; ``result`` may also be re-read from the JSON files of a run."""
+    files: dict[str, Path] = {}
     meta = result["meta"]
     title = f"{meta['dataset']} {meta['split']} ({meta['protocol']})"
     delta = plot_per_query_delta(
         result.get("per_query", {}),
-        result["main"],
+        result.get("main") or list(result.get("per_query", {})),
         out / "per_query_delta.png",
         title=f"{title}: per-query nDCG@10 − cosine",
     )
