@@ -64,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rrf-k", type=positive_int, default=60, help="RRF constant (default 60)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="encoding batch size (default 64)")
     p.add_argument(
-        "--bootstrap", type=positive_int, default=10_000, help="bootstrap resamples (default 10000)"
+        "--bootstrap", type=positive_int, default=None, help="bootstrap resamples (default 10000; sts: 2000)"
     )
     p.add_argument("--no-progress", action="store_true", help="hide encoding progress bars")
     p.set_defaults(func=run)
@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate_sts(
             args.data_dir, encoder=encoder, split=args.split, tune_split=args.tune_split, taus=args.taus,
             alphas=args.alphas or ALPHAS, batch_size=args.batch_size, show_progress=not args.no_progress,
+            n_resamples=args.bootstrap or 2000,
         )  # fmt: skip
         result["meta"]["command"] = _command_line()
         write_sts_outputs(result, args.out)
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir, protocol=args.protocol, methods=args.methods, split=args.split, run=args.run,
         k=args.k, model=args.model, rel_level=args.rel_level, taus=args.taus, alphas=args.alphas or ALPHAS,
         tau=args.tau, alpha=args.alpha, tune_split=args.tune_split, tune_dir=args.tune_data, rrf_k=args.rrf_k,
-        batch_size=args.batch_size, n_resamples=args.bootstrap, show_progress=not args.no_progress,
+        batch_size=args.batch_size, n_resamples=args.bootstrap or 10_000, show_progress=not args.no_progress,
         extra_meta={"command": _command_line()},
     )  # fmt: skip
     result = evaluate(cfg)
