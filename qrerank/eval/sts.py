@@ -70,10 +70,11 @@ class _Pairs:
 
     def __init__(self, path: Path, encoder: Encoder, batch_size: int, show_progress: bool) -> None:
         s1, s2, self.gold = read_sts(path)
-        kw = {"batch_size": batch_size, "show_progress": show_progress}
         # float64 keeps log F finite for saturated qubits (see eval.methods.CandidateScorer).
-        self.a = torch.from_numpy(encoder.encode(s1, **kw)).double()
-        self.b = torch.from_numpy(encoder.encode(s2, **kw)).double()
+        self.a, self.b = (
+            torch.from_numpy(encoder.encode(s, batch_size=batch_size, show_progress=show_progress)).double()
+            for s in (s1, s2)
+        )
         self.cos = torch.nn.functional.cosine_similarity(self.a, self.b, dim=-1)
 
     def log_f(self, tau: float) -> torch.Tensor:
