@@ -12,10 +12,10 @@ import sys
 from collections.abc import Sequence
 
 from qrerank import __version__
-from qrerank.cli import demo, index, rerank, search, train
+from qrerank.cli import demo, eval, index, rerank, search, train
 from qrerank.errors import QrerankError
 
-COMMANDS = (demo, index, search, rerank, train)
+COMMANDS = (demo, index, search, rerank, eval, train)
 
 
 def build_parser() -> argparse.ArgumentParser:

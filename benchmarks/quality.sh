@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Quality benchmarks of benchmarks/quality.md: run from the repository root, one job at a time.
+# Outputs (with run files) go to runs/eval/ (gitignored); the small files are copied to
+# benchmarks/results/<name>/ by benchmarks/collect_quality.sh.
+set -euo pipefail
+DATA=${DATA:-../shared/data}
+OUT=${OUT:-runs/eval}
+DL_RUNS=run:bm25,run:bm25_rm3,run:d_bert_kd_tasb,run:open_ai_ada2,run:splade_p_p_ensemble_distil,run:rep_llama
+only=${1:-all}
+
+want() { [ "$only" = all ] || [ "$only" = "$1" ]; }
+
+want scifact-full && qrerank eval "$DATA/scifact" --protocol full --k 100 \
+  --methods bm25,cosine,fidelity,hybrid,rrf --tune-split train --out "$OUT/scifact-full"
+
+for y in 2019 2020; do
+  other=$([ $y = 2019 ] && echo 2020 || echo 2019)
+  for p in rerank judged; do
+    want "dl$y-$p" && qrerank eval "$DATA/trec-dl-$y-passage" --protocol $p --run bm25 --k 100 \
+      --methods "bm25,cosine,fidelity,hybrid,rrf,$DL_RUNS" \
+      --tune-data "$DATA/trec-dl-$other-passage" --tune-split test --out "$OUT/dl$y-$p"
+  done
+done
+
+want stsb && qrerank eval "$DATA/stsb" --protocol sts --split test --tune-split dev --out "$OUT/stsb"
+true

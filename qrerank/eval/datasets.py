@@ -1,0 +1,214 @@
+"""BEIR-layout datasets on disk: corpus, queries, qrels, TREC run files, relevance level.
+
+A dataset folder holds ``corpus.jsonl`` (``_id``, ``title``, ``text``), ``queries.jsonl``
+(``_id``, ``text``), ``qrels/<split>.tsv`` (``query-id corpus-id score``, header optional) and
+optionally ``runs/<name>.trec`` (``qid Q0 docid rank score tag``). Nothing is downloaded.
+
+Every reader raises :class:`~qrerank.errors.InputError` with the file and 1-based line number of
+the first bad line, so the CLI can print one clear message.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from qrerank.corpus import read_jsonl
+from qrerank.errors import InputError
+from qrerank.types import Document
+
+log = logging.getLogger(__name__)
+
+Qrels = dict[str, dict[str, int]]
+Run = dict[str, dict[str, float]]
+
+# "Relevance >=2 counts as relevant" (TREC DL PROVENANCE.md) -> binary metrics use rel >= 2.
+_REL_LEVEL = re.compile(r"relevance\s*(?:>=|≥)\s*(\d+)", re.IGNORECASE)
+
+
+def read_qrels(path: str | os.PathLike[str]) -> Qrels:
+    """BEIR qrels (``qid docid grade``, tab or space separated, optional header) or TREC qrels
+    (``qid 0 docid grade``) -> ``{qid: {docid: grade}}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"no qrels file: {path}")
+    qrels: Qrels = {}
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            parts = line.split()
+            if not parts:
+                continue
+            if lineno == 1 and parts[0] in ("query-id", "query_id", "qid"):
+                continue
+            if len(parts) == 4:  # TREC: qid iteration docid grade
+                parts = [parts[0], parts[2], parts[3]]
+            if len(parts) != 3:
+                raise InputError(
+                    f"{path}:{lineno}: expected 'query-id corpus-id score', got {line.strip()!r}"
+                )
+            qid, docid, grade = parts
+            try:
+                qrels.setdefault(qid, {})[docid] = int(float(grade))
+            except ValueError:
+                raise InputError(f"{path}:{lineno}: relevance grade {grade!r} is not a number") from None
+    if not qrels:
+        raise InputError(f"{path} holds no judgements")
+    return qrels
+
+
+def read_run(path: str | os.PathLike[str]) -> dict[str, list[tuple[str, float]]]:
+    """A TREC run file -> ``{qid: [(docid, score), ...]}`` sorted as trec_eval ranks it
+    (score descending; the file's rank column breaks ties)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"no run file: {path}")
+    rows: dict[str, list[tuple[float, int, str]]] = {}
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 6:
+                raise InputError(
+                    f"{path}:{lineno}: expected 'qid Q0 docid rank score tag', got {line.strip()!r}"
+                )
+            qid, _, docid, rank, score, _ = parts
+            try:
+                rows.setdefault(qid, []).append((float(score), int(rank), docid))
+            except ValueError:
+                raise InputError(f"{path}:{lineno}: rank/score are not numbers: {line.strip()!r}") from None
+    if not rows:
+        raise InputError(f"{path} holds no results")
+    return {q: [(d, s) for s, _, d in sorted(r, key=lambda x: (-x[0], x[1]))] for q, r in rows.items()}
+
+
+def rel_level_from_provenance(root: Path) -> int | None:
+    """The binary-relevance threshold a PROVENANCE.md / README.md states ("Relevance >=2"), if any."""
+    for name in ("PROVENANCE.md", "README.md"):
+        p = root / name
+        if p.is_file():
+            m = _REL_LEVEL.search(p.read_text(encoding="utf-8", errors="replace"))
+            if m:
+                return int(m.group(1))
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Dataset:
+    """One split of a BEIR-layout folder. ``queries`` holds only the judged queries with text."""
+
+    root: Path
+    split: str
+    queries: dict[str, str]
+    qrels: Qrels
+    rel_level: int
+    rel_level_source: str
+    skipped_queries: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @cached_property
+    def corpus(self) -> dict[str, Document]:
+        """doc_id -> Document, read once from corpus.jsonl."""
+        return _read_corpus(self.root)
+
+    def runs(self) -> dict[str, Path]:
+        """Run files in ``runs/``: name (file stem) -> path."""
+        folder = self.root / "runs"
+        return {p.stem: p for p in sorted(folder.glob("*.trec"))} if folder.is_dir() else {}
+
+    def run(self, name: str) -> dict[str, list[tuple[str, float]]]:
+        """The run ``runs/<name>.trec`` (or a path to a run file)."""
+        runs = self.runs()
+        if name in runs:
+            return read_run(runs[name])
+        if Path(name).is_file():
+            return read_run(name)
+        choices = ", ".join(runs) or "none"
+        raise InputError(f"unknown run {name!r} for {self.root}; runs/ holds: {choices}")
+
+    def judged(self, qid: str) -> list[str]:
+        """Judged doc ids of ``qid`` that have text in the corpus, in qrels order."""
+        corpus = self.corpus
+        return [d for d in self.qrels.get(qid, {}) if d in corpus]
+
+    def coverage(self) -> dict[str, int]:
+        """How many judged pairs (and pairs with grade >= 1) have text: pools rarely hold all."""
+        corpus = self.corpus
+        pairs = [(d, g) for docs in self.qrels.values() for d, g in docs.items()]
+        return {
+            "judged_pairs": len(pairs),
+            "judged_pairs_with_text": sum(d in corpus for d, _ in pairs),
+            "relevant_pairs": sum(g >= 1 for _, g in pairs),
+            "relevant_pairs_with_text": sum(g >= 1 and d in corpus for d, g in pairs),
+        }
+
+
+def _read_corpus(root: Path) -> dict[str, Document]:
+    docs = read_jsonl(root / "corpus.jsonl")
+    if not docs:
+        raise InputError(f"{root / 'corpus.jsonl'} holds no documents")
+    corpus = {d.doc_id: d for d in docs}
+    if len(corpus) != len(docs):
+        raise InputError(f"{root / 'corpus.jsonl'}: {len(docs) - len(corpus)} duplicate _id values")
+    return corpus
+
+
+def _read_queries(path: Path) -> dict[str, str]:
+    return {q.doc_id: q.text for q in read_jsonl(path)}
+
+
+def load_dataset(
+    root: str | os.PathLike[str], *, split: str = "test", rel_level: int | None = None
+) -> Dataset:
+    """Load and validate one split of a BEIR-layout folder.
+
+    ``rel_level`` (binary metrics count grade >= rel_level as relevant) defaults to what the
+    folder's PROVENANCE.md states, else 1. Raises InputError for a missing folder or file, qrels
+    that name no query of queries.jsonl, or qrels none of whose doc ids are in corpus.jsonl.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"no such dataset folder: {root}")
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        if not (root / name).is_file():
+            raise InputError(f"{root} is not a BEIR dataset folder: {name} is missing")
+    qrels_path = root / "qrels" / f"{split}.tsv"
+    if not qrels_path.is_file():
+        have = sorted(p.stem for p in (root / "qrels").glob("*.tsv")) if (root / "qrels").is_dir() else []
+        raise InputError(
+            f"no qrels for split {split!r}: {qrels_path} is missing (splits: {', '.join(have) or 'none'})"
+        )
+    qrels = read_qrels(qrels_path)
+    all_queries = _read_queries(root / "queries.jsonl")
+    queries = {q: all_queries[q] for q in qrels if q in all_queries}
+    skipped = [q for q in qrels if q not in all_queries]
+    if not queries:
+        raise InputError(f"{qrels_path} names no query of {root / 'queries.jsonl'}")
+    if skipped:
+        log.warning("%s: %d judged queries have no text and are skipped", qrels_path, len(skipped))
+    source = "--rel-level"
+    if rel_level is None:
+        rel_level = rel_level_from_provenance(root)
+        source = "PROVENANCE.md" if rel_level is not None else "default"
+        rel_level = rel_level if rel_level is not None else 1
+    if rel_level < 1:
+        raise InputError(f"rel_level must be >= 1, got {rel_level}")
+    ds = Dataset(
+        root=root,
+        split=split,
+        queries=queries,
+        qrels={q: qrels[q] for q in queries},
+        rel_level=rel_level,
+        rel_level_source=source,
+        skipped_queries=skipped,
+    )
+    if ds.coverage()["judged_pairs_with_text"] == 0:
+        raise InputError(f"{qrels_path} names no document of {root / 'corpus.jsonl'}: wrong corpus or qrels?")
+    return ds

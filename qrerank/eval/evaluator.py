@@ -1,0 +1,332 @@
+"""``evaluate(EvalConfig)``: every method on the same candidates, metrics, significance, sweeps.
+
+Protocols (how each query's candidate list is built):
+
+- ``full``: the whole corpus (retrieval; SciFact);
+- ``rerank``: the top ``k`` of a run file ``runs/<run>.trec`` that have text (TREC DL pools);
+- ``judged``: every judged document of the query that has text (arXiv 2501.04591's TREC setup).
+
+Qrels are never filtered: judged documents without text still count in the ideal DCG and in
+recall, as in the official evaluation. The cosine baseline always runs, and every method is
+compared with it query by query. tau and alpha are chosen on a tuning split (``tune_split``, e.g.
+SciFact train, or DL 2019 for DL 2020) when one is given, never on the evaluated queries; the
+full sweep curves on the evaluated split are reported beside the chosen values.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qrerank.core.encoding import default_tau
+from qrerank.embed.base import Encoder
+from qrerank.embed.models import DEFAULT_MODEL, load_encoder
+from qrerank.errors import InputError
+from qrerank.eval.datasets import Dataset, load_dataset
+from qrerank.eval.meta import environment
+from qrerank.eval.methods import (
+    NEEDS_ENCODER,
+    BM25Scorer,
+    CandidateScorer,
+    MethodKind,
+    MethodSpec,
+    parse_methods,
+)
+from qrerank.eval.metrics import PRIMARY_METRIC, evaluate_run, measure_names
+from qrerank.eval.significance import paired_comparison
+
+log = logging.getLogger(__name__)
+
+TAU_MULTIPLIERS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+ALPHAS = tuple(round(i / 10, 1) for i in range(11))
+Run = dict[str, dict[str, float]]
+
+
+class Protocol(StrEnum):
+    FULL = "full"
+    RERANK = "rerank"
+    JUDGED = "judged"
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+    """What to evaluate. ``taus=None`` sweeps ``TAU_MULTIPLIERS / sqrt(d)``; ``tau=None`` is 1/sqrt(d)."""
+
+    data_dir: str | Path
+    protocol: Protocol | str = Protocol.RERANK
+    methods: str | tuple[str, ...] = ("bm25", "cosine", "fidelity", "hybrid", "rrf")
+    split: str = "test"
+    run: str = "bm25"
+    k: int = 100
+    model: str = DEFAULT_MODEL
+    rel_level: int | None = None
+    taus: tuple[float, ...] | None = None
+    alphas: tuple[float, ...] = ALPHAS
+    tau: float | None = None
+    alpha: float = 0.5
+    tune_split: str | None = None
+    tune_dir: str | Path | None = None
+    rrf_k: int = 60
+    batch_size: int = 64
+    n_resamples: int = 10_000
+    seed: int = 0
+    show_progress: bool = True
+    extra_meta: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_protocol(value: Protocol | str) -> Protocol:
+    try:
+        return Protocol(value)
+    except ValueError:
+        raise InputError(
+            f"unknown protocol {value!r}; choose one of {', '.join(p.value for p in Protocol)}"
+        ) from None
+
+
+def build_candidates(ds: Dataset, protocol: Protocol, run: str, k: int) -> tuple[dict[str, list[str]], str]:
+    """qid -> candidate doc ids, and a one-line description for the report."""
+    corpus = ds.corpus
+    if protocol is Protocol.FULL:
+        ids = list(corpus)
+        return {q: ids for q in ds.queries}, f"whole corpus ({len(ids)} docs)"
+    if protocol is Protocol.JUDGED:
+        cands = {q: ds.judged(q) for q in ds.queries}
+        n = sum(map(len, cands.values()))
+        return cands, f"judged docs with text ({n} pairs, {n / max(1, len(cands)):.1f} per query)"
+    base = ds.run(run)
+    cands, missing_text = {}, 0
+    for q in ds.queries:
+        top = [d for d, _ in base.get(q, [])[:k]]
+        cands[q] = [d for d in top if d in corpus]
+        missing_text += len(top) - len(cands[q])
+    if missing_text:
+        log.warning("%d candidates of run %s have no text in corpus.jsonl and are dropped", missing_text, run)
+    empty = [q for q, c in cands.items() if not c]
+    if len(empty) == len(cands):
+        raise InputError(f"run {run!r} has no candidates with text for any query of {ds.root} ({ds.split})")
+    note = f", {len(empty)} queries without candidates" if empty else ""
+    return cands, f"top-{k} of runs/{run}.trec ({missing_text} without text dropped{note})"
+
+
+def _embed(
+    ds: Dataset, cands: dict[str, list[str]], encoder: Encoder, cfg: EvalConfig
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Encode the queries and the union of candidates (cached on disk by the encoder)."""
+    qids = list(ds.queries)
+    doc_ids = list(dict.fromkeys(d for c in cands.values() for d in c))
+    corpus = ds.corpus
+    log.info("%s: encoding %d queries and %d documents", ds.name, len(qids), len(doc_ids))
+    q = encoder.encode(
+        [ds.queries[x] for x in qids], batch_size=cfg.batch_size, show_progress=cfg.show_progress
+    )
+    d = encoder.encode(
+        [corpus[x].content for x in doc_ids], batch_size=cfg.batch_size, show_progress=cfg.show_progress
+    )
+    return doc_ids, q, d
+
+
+def _score(
+    scorer: CandidateScorer, ds: Dataset, spec: MethodSpec, depth: int, heads: dict
+) -> tuple[Run, dict, dict]:
+    run = scorer.run(spec, depth, heads)
+    agg, pq = evaluate_run(ds.qrels, run, scorer.qids, ds.rel_level)
+    return run, agg, pq
+
+
+def _tune(
+    scorer: CandidateScorer, ds: Dataset, taus: list[float], alphas: tuple[float, ...], depth: int
+) -> tuple[float, float, dict[float, dict], dict[float, dict]]:
+    """tau maximising fidelity's nDCG@10 on the tuning split, then alpha for hybrid at that tau."""
+    tau_curve = {
+        t: _score(scorer, ds, MethodSpec(kind=MethodKind.FIDELITY, tau=t), depth, {})[1] for t in taus
+    }
+    tau = max(taus, key=lambda t: tau_curve[t][PRIMARY_METRIC])
+    alpha_curve = {
+        a: _score(scorer, ds, MethodSpec(kind=MethodKind.HYBRID, tau=tau, alpha=a), depth, {})[1]
+        for a in alphas
+    }
+    alpha = max(alphas, key=lambda a: alpha_curve[a][PRIMARY_METRIC])
+    return tau, alpha, tau_curve, alpha_curve
+
+
+def evaluate(cfg: EvalConfig, *, encoder: Encoder | None = None) -> dict[str, Any]:
+    """Run every method of ``cfg`` on one dataset split. See the module docstring.
+
+    Returns a dict with ``primary_metric``, ``metrics`` (method -> metric -> fraction),
+    ``main`` (method names of the table), ``labels``, ``per_query``, ``significance`` (vs
+    cosine), ``sweeps``, ``meta`` and ``runs`` (method -> TREC run dict, for writing).
+    """
+    t0 = time.perf_counter()
+    protocol = parse_protocol(cfg.protocol)
+    if cfg.k < 1:
+        raise InputError(f"k must be positive, got {cfg.k}")
+    specs = parse_methods(cfg.methods)
+    if MethodSpec(kind=MethodKind.COSINE) not in specs:
+        specs.insert(0, MethodSpec(kind=MethodKind.COSINE))  # the baseline always runs
+    ds = load_dataset(cfg.data_dir, split=cfg.split, rel_level=cfg.rel_level)
+    anchors = {s.arg: ds.run(s.arg) for s in specs if s.kind is MethodKind.RUN}  # fail early on bad names
+    for s in specs:
+        if s.kind is MethodKind.HEAD and not Path(s.arg).exists():
+            raise InputError(f"no head at {s.arg}")
+    cands, cand_note = build_candidates(ds, protocol, cfg.run, cfg.k)
+    tune_ds = None
+    if cfg.tune_split:
+        tune_root = Path(cfg.tune_dir) if cfg.tune_dir else Path(cfg.data_dir)
+        if tune_root.resolve() == Path(cfg.data_dir).resolve() and cfg.tune_split == cfg.split:
+            raise InputError(
+                f"refusing to tune on the evaluated split {cfg.split!r}: give another --tune-split"
+            )
+        tune_ds = load_dataset(tune_root, split=cfg.tune_split, rel_level=ds.rel_level)
+        overlap = set(tune_ds.queries) & set(ds.queries)
+        if overlap and tune_ds.root.resolve() == ds.root.resolve():
+            raise InputError(
+                f"tuning split {cfg.tune_split!r} shares {len(overlap)} queries with {cfg.split!r}"
+            )
+
+    needs_dense = any(s.kind in NEEDS_ENCODER for s in specs)
+    enc = encoder if encoder is not None else (load_encoder(cfg.model) if needs_dense else None)
+    t_enc = time.perf_counter()
+    q_emb = d_emb = None
+    doc_ids: list[str] = []
+    if enc is not None:
+        doc_ids, q_emb, d_emb = _embed(ds, cands, enc, cfg)
+    t_enc = time.perf_counter() - t_enc
+    bm25 = (
+        BM25Scorer(list(ds.corpus.values()))
+        if any(s.kind in (MethodKind.BM25, MethodKind.RRF) for s in specs)
+        else None
+    )
+    scorer = CandidateScorer(
+        qids=list(ds.queries), queries=ds.queries, candidates=cands, doc_ids=doc_ids,
+        q_emb=q_emb, d_emb=d_emb, bm25=bm25, rrf_k=cfg.rrf_k,
+    )  # fmt: skip
+    heads: dict[str, Any] = {}
+    if enc is not None:
+        from qrerank.heads.io import load_head
+
+        heads = {s.arg: load_head(s.arg, in_dim=enc.dim) for s in specs if s.kind is MethodKind.HEAD}
+
+    # tau / alpha: chosen on the tuning split, or the defaults.
+    dim = enc.dim if enc is not None else 0
+    taus = sorted(cfg.taus) if cfg.taus else ([m * default_tau(dim) for m in TAU_MULTIPLIERS] if dim else [])
+    tuning: dict[str, Any] = {}
+    tune_tau: dict[float, dict] = {}
+    tune_alpha: dict[float, dict] = {}
+    if tune_ds is not None and enc is not None:
+        t_cands, _ = build_candidates(tune_ds, protocol, cfg.run, cfg.k)
+        t_doc_ids, t_q, t_d = _embed(tune_ds, t_cands, enc, cfg)
+        t_scorer = CandidateScorer(
+            qids=list(tune_ds.queries), queries=tune_ds.queries, candidates=t_cands, doc_ids=t_doc_ids,
+            q_emb=t_q, d_emb=t_d,
+        )  # fmt: skip
+        tau, alpha, tune_tau, tune_alpha = _tune(t_scorer, tune_ds, taus, cfg.alphas, cfg.k)
+        tuning = {
+            "source": f"{tune_ds.name} {tune_ds.split} ({len(tune_ds.queries)} queries)",
+            "split": f"{tune_ds.name}/{tune_ds.split}",
+        }
+    else:
+        tau = cfg.tau if cfg.tau is not None else (default_tau(dim) if dim else 0.0)
+        alpha = cfg.alpha
+        tuning = {"source": "defaults (no tuning split)", "split": None}
+    if dim:
+        tuning.update(tau=tau, alpha=alpha, tau_multiplier=tau / default_tau(dim))
+        if tau not in taus:
+            taus = sorted([*taus, tau])
+
+    # Main methods, then the sweeps on the evaluated split.
+    metrics: dict[str, dict[str, float]] = {}
+    per_query: dict[str, dict] = {}
+    runs: dict[str, Run] = {}
+    main: list[str] = []
+    labels: dict[str, str] = {}
+    for s in specs:
+        if s.kind is MethodKind.RUN:
+            run = {q: dict(anchors[s.arg].get(q, [])) for q in ds.queries}
+            agg, pq = evaluate_run(ds.qrels, run, ds.queries, ds.rel_level)
+        else:
+            if s.kind is MethodKind.FIDELITY:
+                s = MethodSpec(kind=s.kind, tau=tau)
+                labels[s.name] = f"fidelity (τ={tau:.4g})"
+            elif s.kind is MethodKind.HYBRID:
+                s = MethodSpec(kind=s.kind, tau=tau, alpha=alpha)
+                labels[s.name] = f"hybrid (τ={tau:.4g}, α={alpha:.2g})"
+            run, agg, pq = _score(scorer, ds, s, cfg.k, heads)
+            runs[s.name] = run
+        metrics[s.name], per_query[s.name] = agg, pq
+        main.append(s.name)
+    sweeps: dict[str, list[dict[str, Any]]] = {"tau": [], "alpha": []}
+    if dim:
+        for t in taus:
+            spec = MethodSpec(kind=MethodKind.FIDELITY, tau=t, label=f"fidelity[tau={t:.4g}]")
+            runs[spec.name], metrics[spec.name], _ = _score(scorer, ds, spec, cfg.k, heads)
+            sweeps["tau"].append(
+                {
+                    "tau": t,
+                    "multiplier": t / default_tau(dim),
+                    "test": metrics[spec.name],
+                    "tune": tune_tau.get(t),
+                }
+            )
+        for a in cfg.alphas:
+            spec = MethodSpec(
+                kind=MethodKind.HYBRID, tau=tau, alpha=a, label=f"hybrid[tau={tau:.4g},alpha={a:.2g}]"
+            )
+            runs[spec.name], metrics[spec.name], _ = _score(scorer, ds, spec, cfg.k, heads)
+            sweeps["alpha"].append({"alpha": a, "test": metrics[spec.name], "tune": tune_alpha.get(a)})
+
+    significance = {
+        name: {
+            m: paired_comparison(
+                per_query[name][m], per_query["cosine"][m], n_resamples=cfg.n_resamples, seed=cfg.seed
+            ).to_dict()
+            for m in per_query[name]
+        }
+        for name in main
+        if name != "cosine"
+    }
+    meta = {
+        "dataset": ds.name,
+        "data_dir": str(ds.root),
+        "split": ds.split,
+        "protocol": protocol.value,
+        "run": cfg.run if protocol is Protocol.RERANK else None,
+        "k": cfg.k,
+        "n_queries": len(ds.queries),
+        "skipped_queries_without_text": len(ds.skipped_queries),
+        "candidates": cand_note,
+        "coverage": ds.coverage(),
+        "rel_level": ds.rel_level,
+        "rel_level_source": ds.rel_level_source,
+        "measures": measure_names(ds.rel_level),
+        "primary_metric": PRIMARY_METRIC,
+        "model": enc.name if enc is not None else None,
+        "dim": dim or None,
+        "tuning": tuning,
+        "bm25": {"library": "bm25s", "k1": 0.9, "b": 0.4, "method": "lucene", "stemmer": "snowball english"}
+        if bm25 is not None
+        else None,
+        "rrf_k": cfg.rrf_k,
+        "config": {
+            k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "extra_meta"
+        },
+        "seconds": {"encode": round(t_enc, 2), "total": round(time.perf_counter() - t0, 2)},
+        "environment": environment(),
+        **cfg.extra_meta,
+    }
+    return {
+        "primary_metric": PRIMARY_METRIC,
+        "metrics": metrics,
+        "main": main,
+        "labels": labels,
+        "per_query": per_query,
+        "significance": significance,
+        "sweeps": sweeps,
+        "meta": meta,
+        "runs": runs,
+    }

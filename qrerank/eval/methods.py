@@ -1,0 +1,267 @@
+"""Ranking methods scored on the same per-query candidate lists: dense, quantum, lexical, fused.
+
+=========== ==============================================================================
+method      score of a candidate
+=========== ==============================================================================
+cosine      cos(q, d) of the encoder's embeddings (the baseline every method is tested against)
+fidelity    log F of the Bloch states at temperature tau (arXiv 2501.04591; ranks like F)
+hybrid      alpha * minmax(cos) + (1 - alpha) * minmax(log F), min-max over the candidates
+bm25        Okapi BM25 from ``bm25s`` (Lucene variant, k1 = 0.9, b = 0.4 as Anserini; English
+            stopwords, Snowball stemmer); statistics from the dataset's whole corpus.jsonl
+rrf         reciprocal-rank fusion of bm25 and cosine: 1/(60 + rank_bm25) + 1/(60 + rank_cos)
+            (Cormack et al., SIGIR 2009), ranks over the candidates
+head:PATH   similarity of a trained head's outputs (log-fidelity for state heads, cosine for
+            vector heads), via ``qrerank.heads.io.load_head``
+run:NAME    the dataset's ``runs/NAME.trec`` as is: an external anchor with its own candidates
+=========== ==============================================================================
+
+Dense signals are computed in float64 (see ``CandidateScorer``), once as ``[Q, N]`` matrices over the union of all candidates with the
+batched core functions, then gathered per query, so every method sees identical candidates and
+the sweeps over tau and alpha cost one fidelity matrix per tau.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from qrerank._optional import require
+from qrerank.core.encoding import bloch_angles
+from qrerank.core.fidelity import log_fidelity_angles_matrix
+from qrerank.core.fusion import hybrid_scores
+from qrerank.core.head import Head
+from qrerank.core.similarity import cosine_matrix, similarity_matrix
+from qrerank.errors import InputError
+from qrerank.rerank.scoring import rank_order
+from qrerank.types import Document
+
+RRF_K = 60
+BM25_K1, BM25_B = 0.9, 0.4
+
+
+class MethodKind(StrEnum):
+    BM25 = "bm25"
+    COSINE = "cosine"
+    FIDELITY = "fidelity"
+    HYBRID = "hybrid"
+    RRF = "rrf"
+    RUN = "run"
+    HEAD = "head"
+
+
+PLAIN_METHODS = ("bm25", "cosine", "fidelity", "hybrid", "rrf")
+NEEDS_ENCODER = {MethodKind.COSINE, MethodKind.FIDELITY, MethodKind.HYBRID, MethodKind.RRF, MethodKind.HEAD}
+
+
+@dataclass(frozen=True, kw_only=True)
+class MethodSpec:
+    """One method to evaluate; ``arg`` is the run name or head path, tau/alpha its parameters."""
+
+    kind: MethodKind
+    arg: str = ""
+    tau: float | None = None
+    alpha: float | None = None
+    label: str = ""
+
+    @property
+    def name(self) -> str:
+        """Key in metrics.json and the run file stem."""
+        if self.label:
+            return self.label
+        if self.kind is MethodKind.RUN:
+            return f"run:{self.arg}"
+        if self.kind is MethodKind.HEAD:
+            return f"head:{Path(self.arg).name}"
+        return self.kind.value
+
+
+def parse_methods(text: str | Sequence[str]) -> list[MethodSpec]:
+    """``"bm25,cosine,fidelity,hybrid,rrf,run:NAME,head:PATH"`` -> specs (order kept, duplicates dropped)."""
+    items = [s.strip() for s in (text.split(",") if isinstance(text, str) else text)]
+    specs: list[MethodSpec] = []
+    for item in filter(None, items):
+        kind, _, arg = item.partition(":")
+        if kind in ("run", "head"):
+            if not arg:
+                raise InputError(
+                    f"method {item!r} needs a value: {kind}:{'NAME' if kind == 'run' else 'PATH'}"
+                )
+            spec = MethodSpec(kind=MethodKind(kind), arg=arg)
+        elif item in PLAIN_METHODS:
+            spec = MethodSpec(kind=MethodKind(item))
+        else:
+            raise InputError(
+                f"unknown method {item!r}; choose from {', '.join(PLAIN_METHODS)}, run:NAME, head:PATH"
+            )
+        if spec not in specs:
+            specs.append(spec)
+    if not specs:
+        raise InputError("no methods given")
+    return specs
+
+
+class BM25Scorer:
+    """BM25 over a document collection with ``bm25s``; ``scores(query)`` covers every document."""
+
+    def __init__(self, docs: Sequence[Document], *, k1: float = BM25_K1, b: float = BM25_B) -> None:
+        self._bm25s = require("bm25s", "eval")
+        logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets its logger to DEBUG on import
+        self._stemmer = require("Stemmer", "eval").Stemmer("english")
+        self.row = {d.doc_id: i for i, d in enumerate(docs)}
+        tokens = self._bm25s.tokenize(
+            [d.content for d in docs], stopwords="en", stemmer=self._stemmer, show_progress=False
+        )
+        self._model = self._bm25s.BM25(k1=k1, b=b, method="lucene")
+        self._model.index(tokens, show_progress=False)
+        self._n = len(docs)
+
+    def scores(self, query: str) -> np.ndarray:
+        """``[N]`` BM25 scores of every document, in the order given at construction."""
+        tokens = self._bm25s.tokenize(
+            [query], stopwords="en", stemmer=self._stemmer, return_ids=False, show_progress=False
+        )[0]
+        if not tokens:
+            return np.zeros(self._n, dtype=np.float32)
+        return np.asarray(self._model.get_scores(tokens), dtype=np.float32)
+
+
+def reciprocal_rank_fusion(*scores: torch.Tensor, k: int = RRF_K) -> torch.Tensor:
+    """sum_s 1 / (k + rank_s(d)) with 1-based ranks of each ``[c]`` score vector (stable ties)."""
+    fused = torch.zeros_like(scores[0], dtype=torch.float64)
+    positions = torch.arange(1, scores[0].shape[0] + 1, dtype=torch.float64)
+    for s in scores:
+        ranks = torch.empty_like(positions)
+        ranks[rank_order(s)] = positions
+        fused += 1.0 / (k + ranks)
+    return fused
+
+
+class CandidateScorer:
+    """Scores of every method on each query's candidate list.
+
+    Args:
+        qids, queries: the evaluated query ids and their texts (same order as ``q_emb`` rows).
+        candidates: qid -> candidate doc ids (the list every method ranks).
+        doc_ids: ids of the rows of ``d_emb`` (must cover every candidate).
+        q_emb, d_emb: ``[Q, d]`` and ``[N, d]`` embeddings; None when no dense method runs.
+        bm25: a BM25Scorer whose collection covers every candidate, or None.
+    """
+
+    def __init__(
+        self,
+        *,
+        qids: Sequence[str],
+        queries: Mapping[str, str],
+        candidates: Mapping[str, Sequence[str]],
+        doc_ids: Sequence[str],
+        q_emb: np.ndarray | None,
+        d_emb: np.ndarray | None,
+        bm25: BM25Scorer | None = None,
+        rrf_k: int = RRF_K,
+    ) -> None:
+        self.qids = list(qids)
+        self.queries = queries
+        self.candidates = {q: list(candidates.get(q, ())) for q in self.qids}
+        row = {d: i for i, d in enumerate(doc_ids)}
+        self._idx = {
+            q: torch.tensor([row[d] for d in c], dtype=torch.long) for q, c in self.candidates.items()
+        }
+        # float64: core's per-qubit floor (1 - 1e-12) rounds to 1 in float32, so a saturated
+        # qubit pair would give log F = -inf and NaN after min-max; in float64 it stays finite.
+        self._q = torch.from_numpy(np.asarray(q_emb, dtype=np.float64)) if q_emb is not None else None
+        self._d = torch.from_numpy(np.asarray(d_emb, dtype=np.float64)) if d_emb is not None else None
+        self.bm25 = bm25
+        self.rrf_k = rrf_k
+        self._cos: torch.Tensor | None = None
+        self._logf: dict[float, torch.Tensor] = {}
+        self._head: dict[str, torch.Tensor] = {}
+        self._bm25: dict[str, torch.Tensor] = {}
+
+    @property
+    def dim(self) -> int:
+        if self._q is None:
+            raise InputError("dense methods need an encoder")
+        return int(self._q.shape[1])
+
+    def _dense(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._q is None or self._d is None:
+            raise InputError("dense methods need an encoder")
+        return self._q, self._d
+
+    def cosine(self, i: int) -> torch.Tensor:
+        if self._cos is None:
+            q, d = self._dense()
+            self._cos = cosine_matrix(q, d)
+        return self._cos[i, self._idx[self.qids[i]]]
+
+    def log_fidelity(self, i: int, tau: float) -> torch.Tensor:
+        if tau not in self._logf:
+            q, d = self._dense()
+            self._logf[tau] = log_fidelity_angles_matrix(bloch_angles(q, tau), bloch_angles(d, tau))
+        return self._logf[tau][i, self._idx[self.qids[i]]]
+
+    def head_similarity(self, i: int, key: str, head: Head) -> torch.Tensor:
+        if key not in self._head:
+            q, d = self._dense()
+            with torch.no_grad():
+                self._head[key] = similarity_matrix(head(q), head(d), head.kind)
+        return self._head[key][i, self._idx[self.qids[i]]]
+
+    def bm25_scores(self, i: int) -> torch.Tensor:
+        qid = self.qids[i]
+        if self.bm25 is None:
+            raise InputError("bm25 needs the corpus")
+        if qid not in self._bm25:
+            full = self.bm25.scores(self.queries[qid])
+            rows = [self.bm25.row[d] for d in self.candidates[qid]]
+            self._bm25[qid] = torch.from_numpy(full[rows])
+        return self._bm25[qid]
+
+    def scores(self, spec: MethodSpec, i: int, heads: Mapping[str, Head] | None = None) -> torch.Tensor:
+        """``[c]`` scores of query ``i``'s candidates under ``spec``."""
+        kind = spec.kind
+        if kind is MethodKind.COSINE:
+            return self.cosine(i)
+        if kind is MethodKind.FIDELITY:
+            return self.log_fidelity(i, _need(spec.tau, "tau"))
+        if kind is MethodKind.HYBRID:
+            tau = _need(spec.tau, "tau")
+            return hybrid_scores(
+                self.cosine(i), self.log_fidelity(i, tau), _need(spec.alpha, "alpha"), self.dim
+            )
+        if kind is MethodKind.BM25:
+            return self.bm25_scores(i)
+        if kind is MethodKind.RRF:
+            return reciprocal_rank_fusion(self.bm25_scores(i), self.cosine(i), k=self.rrf_k)
+        if kind is MethodKind.HEAD:
+            if heads is None or spec.arg not in heads:
+                raise InputError(f"head {spec.arg!r} is not loaded")
+            return self.head_similarity(i, spec.arg, heads[spec.arg])
+        raise ValueError(f"{spec.name} is not scored on candidates")
+
+    def run(
+        self, spec: MethodSpec, depth: int, heads: Mapping[str, Head] | None = None
+    ) -> dict[str, dict[str, float]]:
+        """``{qid: {doc_id: score}}`` holding each query's top ``depth`` candidates."""
+        out: dict[str, dict[str, float]] = {}
+        for i, qid in enumerate(self.qids):
+            cands = self.candidates[qid]
+            if not cands:
+                out[qid] = {}
+                continue
+            s = self.scores(spec, i, heads)
+            top = rank_order(s)[:depth].tolist()
+            out[qid] = {cands[j]: float(s[j]) for j in top}
+        return out
+
+
+def _need(value: float | None, what: str) -> float:
+    if value is None:
+        raise ValueError(f"method needs {what}")
+    return value

@@ -1,0 +1,259 @@
+"""STS Benchmark: do fidelity scores track graded human similarity as well as cosine?
+
+The paper (arXiv 2501.04591) leaves open whether Bloch-state fidelity generalises beyond
+retrieval. Here each sentence pair of ``sts-<split>.tsv`` (columns genre, file, year, sid,
+score, sentence1, sentence2; gold score 0-5) is scored by
+
+- cosine of the two embeddings;
+- fidelity: log F of their Bloch states at temperature tau (Spearman is rank based, so log F
+  and F give the same correlation);
+- hybrid: alpha * minmax(cos) + (1 - alpha) * minmax(log F), min-max over all pairs of the split;
+
+and the Spearman (primary, as in SentEval / MTEB) and Pearson correlations with the gold scores
+are reported. tau and alpha are chosen on ``tune_split`` (dev by default), never on test. The
+difference in Spearman against cosine gets a paired bootstrap 95% CI (pairs resampled).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from qrerank._optional import require
+from qrerank.core.encoding import bloch_angles, default_tau
+from qrerank.core.fidelity import log_fidelity_angles
+from qrerank.core.fusion import hybrid_scores
+from qrerank.embed.base import Encoder
+from qrerank.errors import InputError
+from qrerank.eval.evaluator import ALPHAS, TAU_MULTIPLIERS
+from qrerank.eval.meta import environment
+from qrerank.eval.plots import plot_sweep
+
+STS_METRIC = "spearman"
+
+
+def read_sts(path: str | os.PathLike[str]) -> tuple[list[str], list[str], np.ndarray]:
+    """``(sentences1, sentences2, gold scores)`` of an STS-B TSV file (header optional)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"no STS file: {path}")
+    s1: list[str] = []
+    s2: list[str] = []
+    gold: list[float] = []
+    with path.open(encoding="utf-8", newline="") as f:
+        for lineno, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
+            if not row or (lineno == 1 and row[0] == "genre"):
+                continue
+            if len(row) < 7:
+                raise InputError(f"{path}:{lineno}: expected 7 tab-separated columns, got {len(row)}")
+            try:
+                gold.append(float(row[4]))
+            except ValueError:
+                raise InputError(f"{path}:{lineno}: score {row[4]!r} is not a number") from None
+            s1.append(row[5])
+            s2.append(row[6])
+    if not gold:
+        raise InputError(f"{path} holds no sentence pairs")
+    return s1, s2, np.asarray(gold, dtype=np.float64)
+
+
+class _Pairs:
+    """Embeddings of one split and the pair scores of each method."""
+
+    def __init__(self, path: Path, encoder: Encoder, batch_size: int, show_progress: bool) -> None:
+        s1, s2, self.gold = read_sts(path)
+        # float64 keeps log F finite for saturated qubits (see eval.methods.CandidateScorer).
+        self.a, self.b = (
+            torch.from_numpy(encoder.encode(s, batch_size=batch_size, show_progress=show_progress)).double()
+            for s in (s1, s2)
+        )
+        self.cos = torch.nn.functional.cosine_similarity(self.a, self.b, dim=-1)
+
+    def log_f(self, tau: float) -> torch.Tensor:
+        return log_fidelity_angles(bloch_angles(self.a, tau), bloch_angles(self.b, tau))
+
+    def hybrid(self, tau: float, alpha: float) -> torch.Tensor:
+        return hybrid_scores(self.cos, self.log_f(tau), alpha, self.a.shape[1])
+
+
+def correlations(pred: torch.Tensor | np.ndarray, gold: np.ndarray) -> dict[str, float]:
+    """Spearman and Pearson correlation of predicted scores with gold scores (scipy)."""
+    stats = require("scipy.stats", "eval")
+    x = np.asarray(pred, dtype=np.float64)
+    return {
+        "spearman": float(stats.spearmanr(x, gold).statistic),
+        "pearson": float(stats.pearsonr(x, gold).statistic),
+    }
+
+
+def spearman_diff_ci(
+    a: np.ndarray, b: np.ndarray, gold: np.ndarray, *, n_resamples: int = 2000, seed: int = 0
+) -> dict[str, float]:
+    """Paired bootstrap 95% CI of spearman(a, gold) - spearman(b, gold), pairs resampled."""
+    stats = require("scipy.stats", "eval")
+
+    def diff(g: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
+        return float(stats.spearmanr(x, g).statistic - stats.spearmanr(y, g).statistic)
+
+    with warnings.catch_warnings():
+        # Tiny splits can draw a resample with constant scores (undefined correlation): NaN, no warning.
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        res = stats.bootstrap(
+            (gold, a, b), diff, paired=True, vectorized=False, n_resamples=n_resamples,
+            method="percentile", rng=np.random.default_rng(seed),
+        )  # fmt: skip
+    return {
+        "diff": diff(gold, a, b),
+        "ci_low": float(res.confidence_interval.low),
+        "ci_high": float(res.confidence_interval.high),
+    }
+
+
+def evaluate_sts(
+    data_dir: str | os.PathLike[str],
+    *,
+    encoder: Encoder,
+    split: str = "test",
+    tune_split: str | None = "dev",
+    taus: tuple[float, ...] | None = None,
+    alphas: tuple[float, ...] = ALPHAS,
+    batch_size: int = 64,
+    n_resamples: int = 2000,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Spearman/Pearson of cosine, fidelity and hybrid on ``split``; tau, alpha tuned on ``tune_split``."""
+    t0 = time.perf_counter()
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise InputError(f"no such dataset folder: {root}")
+    if tune_split == split:
+        raise InputError(f"refusing to tune on the evaluated split {split!r}")
+    test = _Pairs(root / f"sts-{split}.tsv", encoder, batch_size, show_progress)
+    dim = encoder.dim
+    grid = sorted(taus) if taus else [m * default_tau(dim) for m in TAU_MULTIPLIERS]
+    tune = _Pairs(root / f"sts-{tune_split}.tsv", encoder, batch_size, show_progress) if tune_split else None
+    if tune is not None:
+        tune_tau = {t: correlations(tune.log_f(t), tune.gold) for t in grid}
+        tau = max(grid, key=lambda t: tune_tau[t][STS_METRIC])
+        tune_alpha = {a: correlations(tune.hybrid(tau, a), tune.gold) for a in alphas}
+        alpha = max(alphas, key=lambda a: tune_alpha[a][STS_METRIC])
+    else:
+        tune_tau, tune_alpha, tau, alpha = {}, {}, default_tau(dim), 0.5
+    metrics = {
+        "cosine": correlations(test.cos, test.gold),
+        "fidelity": correlations(test.log_f(tau), test.gold),
+        "hybrid": correlations(test.hybrid(tau, alpha), test.gold),
+    }
+    ci = {
+        name: spearman_diff_ci(
+            np.asarray(scores, dtype=np.float64), test.cos.numpy().astype(np.float64), test.gold,
+            n_resamples=n_resamples,
+        )
+        for name, scores in (("fidelity", test.log_f(tau)), ("hybrid", test.hybrid(tau, alpha)))
+    }  # fmt: skip
+    sweeps: dict[str, list[dict[str, Any]]] = {"tau": [], "alpha": []}
+    for t in grid:
+        m = metrics[f"fidelity[tau={t:.4g}]"] = correlations(test.log_f(t), test.gold)
+        sweeps["tau"].append(
+            {"tau": t, "multiplier": t / default_tau(dim), "test": m, "tune": tune_tau.get(t)}
+        )
+    for a in alphas:
+        m = metrics[f"hybrid[tau={tau:.4g},alpha={a:.2g}]"] = correlations(test.hybrid(tau, a), test.gold)
+        sweeps["alpha"].append({"alpha": a, "test": m, "tune": tune_alpha.get(a)})
+    meta = {
+        "dataset": root.name,
+        "split": split,
+        "protocol": "sts",
+        "n_pairs": len(test.gold),
+        "primary_metric": STS_METRIC,
+        "model": encoder.name,
+        "dim": dim,
+        "tuning": {
+            "source": f"{root.name} {tune_split}" if tune_split else "defaults",
+            "tau": tau,
+            "alpha": alpha,
+        },
+        "seconds": {"total": round(time.perf_counter() - t0, 2)},
+        "environment": environment(),
+    }
+    return {
+        "primary_metric": STS_METRIC,
+        "metrics": metrics,
+        "spearman_diff_vs_cosine": ci,
+        "sweeps": sweeps,
+        "meta": meta,
+    }
+
+
+def format_sts_table(result: dict[str, Any]) -> str:
+    meta, m, ci = result["meta"], result["metrics"], result["spearman_diff_vs_cosine"]
+    tuned = meta["tuning"]
+    lines = [
+        f"### {meta['dataset']} {meta['split']} ({meta['n_pairs']} pairs), model `{meta['model']}`",
+        "",
+        "| method | Spearman x100 | Δ vs cosine [95% CI] | Pearson x100 |",
+        "|---|---:|---|---:|",
+    ]
+    labels = {
+        "cosine": "cosine",
+        "fidelity": f"fidelity (τ={tuned['tau']:.4g})",
+        "hybrid": f"hybrid (τ={tuned['tau']:.4g}, α={tuned['alpha']:.2g})",
+    }
+    for name, label in labels.items():
+        c = ci.get(name)
+        delta = f"{100 * c['diff']:+.2f} [{100 * c['ci_low']:+.2f}, {100 * c['ci_high']:+.2f}]" if c else "—"
+        lines.append(
+            f"| {label} | {100 * m[name]['spearman']:.2f} | {delta} | {100 * m[name]['pearson']:.2f} |"
+        )
+    lines += [
+        "",
+        f"tau, alpha chosen on {tuned['source']}.",
+        "",
+        "#### tau sweep (fidelity), Spearman x100",
+        "",
+    ]
+    lines += ["| tau | x 1/sqrt(d) | evaluated split | tuning split |", "|---:|---:|---:|---:|"]
+    for r in result["sweeps"]["tau"]:
+        tune = f"{100 * r['tune']['spearman']:.2f}" if r["tune"] else "—"
+        lines.append(
+            f"| {r['tau']:.4g} | {r['multiplier']:.4g} | {100 * r['test']['spearman']:.2f} | {tune} |"
+        )
+    lines += ["", f"#### alpha sweep (hybrid, τ={tuned['tau']:.4g}), Spearman x100", ""]
+    lines += ["| alpha | evaluated split | tuning split |", "|---:|---:|---:|"]
+    for r in result["sweeps"]["alpha"]:
+        tune = f"{100 * r['tune']['spearman']:.2f}" if r["tune"] else "—"
+        lines.append(f"| {r['alpha']:.2g} | {100 * r['test']['spearman']:.2f} | {tune} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_sts_outputs(result: dict[str, Any], out_dir: str | os.PathLike[str]) -> dict[str, Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"metrics": out / "metrics.json", "meta": out / "meta.json", "table": out / "table.md"}
+    files["metrics"].write_text(json.dumps(result["metrics"], indent=2) + "\n")
+    meta = {
+        **result["meta"],
+        "spearman_diff_vs_cosine": result["spearman_diff_vs_cosine"],
+        "sweeps": result["sweeps"],
+    }
+    files["meta"].write_text(json.dumps(meta, indent=2) + "\n")
+    files["table"].write_text(format_sts_table(result))
+    tuned = result["meta"]["tuning"]
+    base = {"cosine": result["metrics"]["cosine"][STS_METRIC]}
+    for param, log_x in (("tau", True), ("alpha", False)):
+        p = plot_sweep(
+            result["sweeps"][param], param, out / f"{param}_sweep.png", chosen=tuned[param], baselines=base,
+            metric=STS_METRIC, log_x=log_x, title=f"STS-B {result['meta']['split']}: Spearman vs {param}",
+        )  # fmt: skip
+        if p is not None:
+            files[f"{param}_sweep"] = p
+    return files

@@ -1,0 +1,39 @@
+"""STS-B correlations of cosine, fidelity and hybrid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import TINY_STS
+
+from qrerank.errors import InputError
+from qrerank.eval.sts import evaluate_sts, read_sts, write_sts_outputs
+
+
+def test_read_sts(tmp_path: Path) -> None:
+    s1, s2, gold = read_sts(TINY_STS / "sts-test.tsv")
+    assert len(s1) == len(s2) == 5 and gold.tolist() == [5.0, 3.8, 2.5, 1.0, 0.0]
+    bad = tmp_path / "sts-test.tsv"
+    bad.write_text("genre\tfile\tyear\tsid\tscore\tsentence1\tsentence2\nx\ty\tz\t1\t2.0\tonly one\n")
+    with pytest.raises(InputError, match=r"sts-test.tsv:2: expected 7"):
+        read_sts(bad)
+
+
+def test_monotone_scores_correlate_perfectly(sts_encoder, tmp_path: Path) -> None:
+    # Pair i: a_i at angle 0, b_i at an angle growing as gold falls. Cosine falls with the angle,
+    # and so does log F (both qubits' angle differences grow), so every Spearman is exactly 1.
+    res = evaluate_sts(TINY_STS, encoder=sts_encoder, tune_split="dev", n_resamples=200, show_progress=False)
+    for name in ("cosine", "fidelity", "hybrid"):
+        assert res["metrics"][name]["spearman"] == pytest.approx(1.0)
+    assert res["spearman_diff_vs_cosine"]["fidelity"]["diff"] == pytest.approx(0.0)
+    assert res["meta"]["tuning"]["source"] == "tiny_sts dev"
+    files = write_sts_outputs(res, tmp_path / "out")
+    assert "| cosine | 100.00 |" in files["table"].read_text()
+
+
+def test_sts_refuses_to_tune_on_test(sts_encoder) -> None:
+    with pytest.raises(InputError, match="refusing to tune"):
+        evaluate_sts(TINY_STS, encoder=sts_encoder, split="test", tune_split="test")
+    with pytest.raises(InputError, match="no STS file"):
+        evaluate_sts(TINY_STS, encoder=sts_encoder, split="train", tune_split=None)
