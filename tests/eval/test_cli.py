@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from test_metrics import BM25_EXPECTED
 
 from qrerank.cli import main
+from tests.eval.test_metrics import BM25_EXPECTED
 
 
 def eval_args(data: Path, out: Path, *extra: str) -> list[str]:
@@ -84,7 +84,7 @@ def test_cli_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
 
 def test_cli_sts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from conftest import TINY_STS
+    from tests.eval.conftest import TINY_STS
 
     out = tmp_path / "sts"
     assert main(eval_args(TINY_STS, out, "--protocol", "sts", "--tune-split", "dev")) == 0

@@ -7,7 +7,6 @@ import math
 from pathlib import Path
 
 import pytest
-from test_metrics import BM25_EXPECTED
 
 from qrerank.core.head import BlochHead
 from qrerank.embed.cache import CachedEncoder, EmbeddingCache
@@ -15,6 +14,7 @@ from qrerank.errors import InputError
 from qrerank.eval.evaluator import EvalConfig, evaluate
 from qrerank.eval.report import write_outputs
 from qrerank.heads.io import save_head
+from tests.eval.test_metrics import BM25_EXPECTED
 
 L2 = math.log2
 IDCG_Q1 = 3 + 2 / L2(3) + 2 / L2(4) + 1 / L2(5)  # grades 3, 2, 2, 1 (d1, d4, d7, d2)

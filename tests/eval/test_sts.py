@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import TINY_STS
 
 from qrerank.errors import InputError
 from qrerank.eval.sts import evaluate_sts, read_sts, write_sts_outputs
+from tests.eval.conftest import TINY_STS
 
 
 def test_read_sts(tmp_path: Path) -> None:
