@@ -50,7 +50,29 @@ def resolve_model(name: str) -> tuple[str, str]:
     if Path(name).expanduser().exists():
         path = Path(name).expanduser().resolve()
         return path.name, str(path)
+    if not _in_hf_cache(name):
+        raise ModelNotFoundError(
+            f"model {name!r} is not a packaged model ({', '.join(PACKAGED_MODELS)}), not a local folder "
+            "and not in the local Hugging Face cache; qrerank never downloads at run time"
+        )
     return name, name
+
+
+def _in_hf_cache(repo_id: str) -> bool:
+    """True if a sentence-transformers or transformers checkout of ``repo_id`` is cached locally."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # no hub client: let the loader decide
+        return True
+    candidates = [repo_id] if "/" in repo_id else [repo_id, f"sentence-transformers/{repo_id}"]
+    for repo in candidates:
+        try:
+            found = try_to_load_from_cache(repo, "config.json")
+        except ValueError:  # not a valid repo id
+            continue
+        if isinstance(found, str):
+            return True
+    return False
 
 
 def load_encoder(

@@ -60,7 +60,7 @@ def test_index_then_search(tmp_path: Path, docs_file: Path, capsys: pytest.Captu
         (["rerank", "q", "{bad}"], "bad.jsonl:2: invalid JSON"),
         (["index", "{empty}", "--out", "{tmp}/i"], "holds no documents"),
         (["search", "{tmp}", "q"], "not a qrerank index"),
-        (["rerank", "q", "{docs}", "--model", "no-such-model-xyz"], "cannot load"),
+        (["rerank", "q", "{docs}", "--model", "no-such-model-xyz"], "not in the local Hugging Face cache"),
         (["rerank", "q", "{docs}", "--head", "{tmp}"], "not a saved head"),
     ],
 )
