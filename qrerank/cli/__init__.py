@@ -12,10 +12,10 @@ import sys
 from collections.abc import Sequence
 
 from qrerank import __version__
-from qrerank.cli import demo, index, rerank, search
+from qrerank.cli import demo, index, rerank, search, serve
 from qrerank.errors import QrerankError
 
-COMMANDS = (demo, index, search, rerank)
+COMMANDS = (demo, index, search, rerank, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
