@@ -18,6 +18,8 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Annotated, Any
 
+import numpy as np
+
 from qrerank import __version__
 from qrerank._optional import require
 from qrerank.errors import QrerankError
@@ -364,7 +366,9 @@ def create_app(settings: Settings | None = None, reranker: Reranker | None = Non
             tau=tau if body.angles else None,
             data=[
                 s.Embedding(
-                    index=i, embedding=row.tolist(), angles=None if theta is None else theta[i].tolist()
+                    index=i,
+                    embedding=np.nan_to_num(row).tolist(),
+                    angles=None if theta is None else np.nan_to_num(theta[i]).tolist(),
                 )
                 for i, row in enumerate(emb)
             ],

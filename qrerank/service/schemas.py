@@ -187,7 +187,9 @@ class SearchResponse(_Out):
 class EmbedRequest(_Body):
     texts: list[Text] = Field(min_length=1)
     angles: bool = Field(default=False, description="also return Bloch polar angles theta in (0, pi)")
-    tau: float | None = Field(default=None, gt=0, description="Bloch temperature; default 1/sqrt(d)")
+    tau: float | None = Field(
+        default=None, ge=1e-6, le=1e6, description="Bloch temperature; default 1/sqrt(d)"
+    )
     truncate: bool | None = None
 
 
