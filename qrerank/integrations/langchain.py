@@ -17,11 +17,13 @@ from qrerank._optional import require
 from qrerank.embed.models import DEFAULT_MODEL
 from qrerank.rerank.reranker import Reranker
 
-_documents = require("langchain_core.documents", "langchain")
-_pydantic = require("pydantic", "langchain")
+require("langchain_core", "langchain")
+
+from langchain_core.documents import BaseDocumentCompressor  # noqa: E402
+from pydantic import ConfigDict  # noqa: E402
 
 
-class QrerankCompressor(_documents.BaseDocumentCompressor):  # type: ignore[misc, name-defined]
+class QrerankCompressor(BaseDocumentCompressor):
     """Keep the ``top_n`` documents most relevant to the query, best first.
 
     Args:
@@ -32,7 +34,7 @@ class QrerankCompressor(_documents.BaseDocumentCompressor):  # type: ignore[misc
         alpha: hybrid weight of cosine; None uses the reranker's.
     """
 
-    model_config = _pydantic.ConfigDict(arbitrary_types_allowed=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     reranker: Any = None
     model: str = DEFAULT_MODEL
@@ -43,7 +45,7 @@ class QrerankCompressor(_documents.BaseDocumentCompressor):  # type: ignore[misc
     def _get_reranker(self) -> Reranker:
         if self.reranker is None:
             self.reranker = Reranker(self.model)
-        return self.reranker  # type: ignore[no-any-return]
+        return self.reranker
 
     def compress_documents(
         self, documents: Sequence[Any], query: str, callbacks: Any = None

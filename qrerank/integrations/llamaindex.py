@@ -15,12 +15,14 @@ from qrerank._optional import require
 from qrerank.embed.models import DEFAULT_MODEL
 from qrerank.rerank.reranker import Reranker
 
-_types = require("llama_index.core.postprocessor.types", "llamaindex")
-_schema = require("llama_index.core.schema", "llamaindex")
-_bridge = require("llama_index.core.bridge.pydantic", "llamaindex")
+require("llama_index.core", "llamaindex")
+
+from llama_index.core.bridge.pydantic import PrivateAttr  # noqa: E402
+from llama_index.core.postprocessor.types import BaseNodePostprocessor  # noqa: E402
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle  # noqa: E402
 
 
-class QrerankPostprocessor(_types.BaseNodePostprocessor):  # type: ignore[misc, name-defined]
+class QrerankPostprocessor(BaseNodePostprocessor):
     """Keep the ``top_n`` nodes most relevant to the query, best first.
 
     Args:
@@ -35,7 +37,7 @@ class QrerankPostprocessor(_types.BaseNodePostprocessor):  # type: ignore[misc, 
     top_n: int | None = 3
     method: str | None = None
     alpha: float | None = None
-    _reranker: Any = _bridge.PrivateAttr(default=None)
+    _reranker: Any = PrivateAttr(default=None)
 
     def __init__(self, reranker: Reranker | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -45,15 +47,17 @@ class QrerankPostprocessor(_types.BaseNodePostprocessor):  # type: ignore[misc, 
     def class_name(cls) -> str:
         return "QrerankPostprocessor"
 
-    def _postprocess_nodes(self, nodes: list[Any], query_bundle: Any = None) -> list[Any]:
+    def _postprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
         if query_bundle is None:
             raise ValueError("QrerankPostprocessor needs the query (query_bundle)")
         if not nodes:
             return []
         if self._reranker is None:
             self._reranker = Reranker(self.model)
-        texts = [n.node.get_content(metadata_mode=_schema.MetadataMode.EMBED) for n in nodes]
+        texts = [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
         hits = self._reranker.rank(
             query_bundle.query_str, texts, top_n=self.top_n, method=self.method, alpha=self.alpha
         )
-        return [_schema.NodeWithScore(node=nodes[h.index].node, score=h.score) for h in hits]
+        return [NodeWithScore(node=nodes[h.index].node, score=h.score) for h in hits]

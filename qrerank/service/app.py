@@ -154,7 +154,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         errors = exc.errors()
         first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request", "type": ""}
         if first.get("type") == "json_invalid":
-            reason = (first.get("ctx") or {}).get("error", "")
+            ctx = first.get("ctx")
+            reason = ctx.get("error", "") if isinstance(ctx, dict) else ""
             return error(400, f"malformed JSON body: {reason}".rstrip(": "), "malformed_json", "body")
         if isinstance(first.get("input"), bytes):
             return error(
@@ -299,7 +300,7 @@ def create_app(settings: Settings | None = None, reranker: Reranker | None = Non
             allow_headers=["Authorization", "Content-Type"],
         )
 
-    post = {"responses": _ERRORS, "response_model_exclude_none": True}
+    post: dict[str, Any] = {"responses": _ERRORS, "response_model_exclude_none": True}
 
     async def cohere_rerank(body: s.CohereRerankRequest) -> s.CohereRerankResponse:
         """Cohere-compatible rerank: results sorted by ``relevance_score`` (in [0, 1]), best first."""

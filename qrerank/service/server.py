@@ -11,10 +11,12 @@ from qrerank.service.config import Settings
 
 log = logging.getLogger(__name__)
 
-uvicorn = require("uvicorn", "service")
+require("uvicorn", "service")
+
+import uvicorn  # noqa: E402
 
 
-class ReadyServer(uvicorn.Server):  # type: ignore[misc]
+class ReadyServer(uvicorn.Server):
     """A uvicorn Server that logs one line once its socket accepts requests."""
 
     async def startup(self, sockets: list[Any] | None = None) -> None:
