@@ -9,8 +9,9 @@ The baseline is the usual per-request code: a synchronous FastAPI endpoint (run 
 thread pool) that encodes the query and documents with ``SentenceTransformer.encode`` and
 ranks by cosine; no batching across requests.
 
-    python benchmarks/load.py                      # full run (~5 min on 2 cores)
-    python benchmarks/load.py --levels 1,8 --quick # smoke test
+    python benchmarks/load.py                          # all levels, 1 request per client
+    python benchmarks/load.py --budget-s 300           # skip levels that would not fit 5 min
+    python benchmarks/load.py --levels 1,4 --docs 20   # smoke test
 
 Writes benchmarks/results/load.json and prints a markdown table.
 """
@@ -140,7 +141,9 @@ def make_body(rng: random.Random, words: list[str], docs: int, doc_words: int) -
     return json.dumps({"query": query, "documents": documents, "top_n": 10}).encode()
 
 
-async def load_level(url: str, bodies: list[bytes], concurrency: int, timeout: float) -> dict[str, Any]:
+async def load_level(
+    url: str, bodies: list[bytes], concurrency: int, timeout: float, docs: int = 100
+) -> dict[str, Any]:
     import httpx
 
     latencies: list[float] = []
@@ -174,7 +177,7 @@ async def load_level(url: str, bodies: list[bytes], concurrency: int, timeout: f
         "errors": {k: v for k, v in codes.items() if k != "200"},
         "seconds": round(wall, 3),
         "throughput_rps": round(ok / wall, 3),
-        "docs_per_s": round(ok * 100 / wall, 1),
+        "docs_per_s": round(ok * docs / wall, 1),
         "p50_ms": round(1000 * statistics.median(lat), 1),
         "p99_ms": round(1000 * lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))], 1),
     }
@@ -216,15 +219,26 @@ def table(rows: list[dict[str, Any]]) -> str:
         "|---:|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     base = {r["concurrency"]: r["throughput_rps"] for r in rows if r["server"] == "baseline"}
+    rows = sorted(rows, key=lambda r: (r["concurrency"], r["server"] != "qrerank"))
     for r in rows:
         ratio = r["throughput_rps"] / base[r["concurrency"]] if base.get(r["concurrency"]) else float("nan")
         errors = ", ".join(f"{k}: {v}" for k, v in r["errors"].items()) or "0"
         lines.append(
             f"| {r['concurrency']} | {r['server']} | {r['requests']} | {r['ok']} | {errors} | "
-            f"{r['throughput_rps']:.2f} | {r['docs_per_s']:.0f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
+            f"{r['throughput_rps']:.3f} | {r['docs_per_s']:.0f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
             f"{ratio:.2f}x |"
         )
     return "\n".join(lines)
+
+
+def batch_stats(url: str) -> tuple[float, float]:
+    """(sum, count) of qrerank_batch_requests from the server's /metrics."""
+    import httpx
+
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    total = re.search(r"^qrerank_batch_requests_sum (\S+)", text, re.M)
+    count = re.search(r"^qrerank_batch_requests_count (\S+)", text, re.M)
+    return (float(total.group(1)) if total else 0.0, float(count.group(1)) if count else 0.0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,7 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--levels", default="1,8,32,64", help="comma-separated concurrency levels")
     p.add_argument("--docs", type=int, default=100, help="documents per request")
     p.add_argument("--words", type=int, default=60, help="words per document (+-5)")
-    p.add_argument("--quick", action="store_true", help="few requests per level (smoke test)")
+    p.add_argument("--rounds", type=int, default=1, help="requests per client at each level")
+    p.add_argument("--min-requests", type=int, default=3, help="at least this many requests per level")
+    p.add_argument(
+        "--budget-s", type=float, default=0, help="skip levels predicted to end past this (0: no limit)"
+    )
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--serve-baseline", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -241,8 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     levels = [int(x) for x in args.levels.split(",")]
-    # Bounded request counts: at least 8, and two rounds of every client at high concurrency.
-    counts = {c: (max(4, c) if args.quick else max(8, 2 * c)) for c in levels}
+    # Bounded request counts: every client sends `rounds` requests, and a level at least min_requests.
+    counts = {c: max(args.min_requests, c * args.rounds) for c in levels}
     rng = random.Random(0)
     words = vocabulary()
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -257,17 +275,45 @@ def main(argv: list[str] | None = None) -> int:
         "baseline": start([sys.executable, __file__, "--serve-baseline"], env),
     }
     rows: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
     try:
         warm = [make_body(rng, words, args.docs, args.words) for _ in range(2)]
-        for _name, (_proc, url) in servers.items():
-            asyncio.run(load_level(url, warm, 1, 300))
-        for c in levels:
+        per_request = []
+        for _proc, url in servers.values():
+            t0 = time.perf_counter()
+            asyncio.run(load_level(url, warm, 1, 600))
+            per_request.append((time.perf_counter() - t0) / len(warm))
+        seconds_per_request = sum(per_request) / len(per_request)
+        predicted = sum(len(servers) * n * seconds_per_request for n in counts.values())
+        print(
+            f"~{seconds_per_request:.1f} s per request of {args.docs} docs on this machine; "
+            f"all levels would take ~{predicted:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+        for step, c in enumerate(levels):
+            cost = len(servers) * counts[c] * seconds_per_request
+            elapsed = time.perf_counter() - started
+            if args.budget_s and elapsed + cost > args.budget_s:
+                skipped.append(
+                    {"concurrency": c, "predicted_seconds": round(cost), "reason": "over --budget-s"}
+                )
+                print(f"c={c:>3} skipped: ~{cost:.0f} s would pass --budget-s", file=sys.stderr, flush=True)
+                continue
             bodies = [make_body(rng, words, args.docs, args.words) for _ in range(counts[c])]
-            for name, (_proc, url) in servers.items():
-                result = asyncio.run(load_level(url, bodies, c, 300))
+            order = list(servers.items()) if step % 2 == 0 else list(reversed(servers.items()))
+            for name, (_proc, url) in order:
+                before = batch_stats(url) if name == "qrerank" else None
+                result = asyncio.run(load_level(url, bodies, c, 1800, args.docs))
+                if before is not None:
+                    after = batch_stats(url)
+                    batches = after[1] - before[1]
+                    result["mean_requests_per_batch"] = (
+                        round((after[0] - before[0]) / batches, 2) if batches else None
+                    )
                 rows.append({"server": name, **result})
                 print(
-                    f"c={c:>3} {name:<8} {result['throughput_rps']:.2f} req/s "
+                    f"c={c:>3} {name:<8} {result['throughput_rps']:.3f} req/s "
                     f"p50 {result['p50_ms']:.0f} ms p99 {result['p99_ms']:.0f} ms errors {result['errors']}",
                     file=sys.stderr,
                     flush=True,
@@ -286,7 +332,9 @@ def main(argv: list[str] | None = None) -> int:
         "hardware": hw,
         "versions": versions(),
         "total_seconds": round(time.perf_counter() - started, 1),
+        "seconds_per_request_c1": round(seconds_per_request, 2),
         "results": rows,
+        "skipped": skipped,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
