@@ -45,5 +45,5 @@ def run(args: argparse.Namespace) -> int:
     require("uvicorn", "service")
     from qrerank.service.server import serve
 
-    logging.getLogger("qrerank").setLevel(logging.INFO)  # the "ready" line is INFO
+    logging.getLogger("qrerank").setLevel(logging.INFO)
     return serve(settings)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -274,6 +275,8 @@ def create_app(settings: Settings | None = None, reranker: Reranker | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await engine.start(on_batch=metrics.observe_batch)
+        if settings.workers > 1:  # one line per worker process (see qrerank.service.server)
+            logging.getLogger("uvicorn.error").info("qrerank serve: worker pid %d ready", os.getpid())
         try:
             yield
         finally:
