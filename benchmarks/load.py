@@ -92,8 +92,10 @@ def start(cmd: list[str], env: dict[str, str], timeout: float = 180.0) -> tuple[
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     deadline = time.monotonic() + timeout
     assert proc.stderr is not None
+    lines: list[str] = []
     while time.monotonic() < deadline:
         line = proc.stderr.readline()
+        lines.append(line)
         if not line and proc.poll() is not None:
             break
         match = re.search(r"ready on (http://127\.0\.0\.1:\d+)", line)
@@ -101,7 +103,7 @@ def start(cmd: list[str], env: dict[str, str], timeout: float = 180.0) -> tuple[
             _drain(proc)  # keep reading stderr so a chatty server never blocks on a full pipe
             return proc, match.group(1)
     proc.kill()
-    raise RuntimeError(f"server did not start: {' '.join(cmd)}")
+    raise RuntimeError(f"server did not start: {' '.join(cmd)}\n{''.join(lines[-20:])}")
 
 
 def _drain(proc: subprocess.Popen[str]) -> None:
@@ -186,6 +188,7 @@ async def load_level(
         "docs_per_s": round(ok * docs / wall, 1),
         "p50_ms": round(1000 * statistics.median(lat), 1),
         "p99_ms": round(1000 * lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))], 1),
+        "latencies_ms": [round(1000 * x) for x in lat],
     }
 
 
