@@ -12,10 +12,10 @@ import sys
 from collections.abc import Sequence
 
 from qrerank import __version__
-from qrerank.cli import demo, eval, index, rerank, search, train
+from qrerank.cli import demo, eval, index, rerank, search, serve, train
 from qrerank.errors import QrerankError
 
-COMMANDS = (demo, index, search, rerank, eval, train)
+COMMANDS = (demo, index, search, rerank, eval, train, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

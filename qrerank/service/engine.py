@@ -1,0 +1,257 @@
+"""What the routes call: a Reranker fed by the micro-batcher, plus the optional index search.
+
+The engine knows nothing of HTTP shapes. It enforces the size limits (raising
+:class:`LimitError`, answered 413), encodes through :class:`MicroBatcher`, scores with the
+library's :meth:`Reranker.score_embeddings` and ranks with :func:`ranked`, so a service ranking
+is exactly the library's ranking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from qrerank.core.encoding import bloch_angles, default_tau
+from qrerank.embed.base import Encoder
+from qrerank.rerank.reranker import Reranker, ranked
+from qrerank.rerank.scoring import Method, parse_method
+from qrerank.service.batcher import BatchHook, MicroBatcher
+from qrerank.service.config import LongDocs, Settings
+from qrerank.types import Document, RankedDoc
+
+log = logging.getLogger(__name__)
+
+
+class LimitError(Exception):
+    """A request over a size limit (HTTP 413); ``field`` names the offending field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
+class NoIndexError(LookupError):
+    """``/search`` without a loaded index (HTTP 404)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A ranked document and its ranking score mapped to [0, 1]."""
+
+    doc: RankedDoc
+    relevance: float
+
+
+def finite(x: float, fallback: float = 0.0) -> float:
+    """JSON has no NaN or infinity: map them to ``fallback`` / +-1e30."""
+    if math.isnan(x):
+        return fallback
+    return max(min(x, 1e30), -1e30)
+
+
+def load_reranker(settings: Settings, index_model: str | None = None, normalized: bool = True) -> Reranker:
+    """The Reranker the settings describe (model defaults to the index's model)."""
+    from qrerank.embed.models import DEFAULT_MODEL, load_encoder
+
+    name = settings.model or index_model or DEFAULT_MODEL
+    # No on-disk embedding cache: a server must not grow a file with every text it is sent.
+    encoder = load_encoder(name, device=settings.device, normalize=normalized, cache=False)
+    return Reranker(
+        encoder,
+        method=settings.method,
+        alpha=settings.alpha,
+        tau=settings.tau,
+        head=settings.head,
+        batch_size=settings.encode_batch_size,
+    )
+
+
+class _BatchedEncoder:
+    """An Encoder for worker threads: ``encode`` waits for the event loop's micro-batcher.
+
+    It lets the library's SearchPipeline run unchanged on a thread while its query encoding
+    joins the batches of concurrent requests.
+    """
+
+    def __init__(
+        self, inner: Encoder, batcher: MicroBatcher, loop: asyncio.AbstractEventLoop, timeout: float
+    ):
+        self.name, self.dim, self.normalized = inner.name, inner.dim, inner.normalized
+        self._batcher, self._loop, self._timeout = batcher, loop, timeout
+
+    def encode(
+        self, texts: Sequence[str], *, batch_size: int = 32, show_progress: bool = False
+    ) -> np.ndarray:
+        future = asyncio.run_coroutine_threadsafe(self._batcher.encode(list(texts)), self._loop)
+        try:
+            return future.result(self._timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
+
+
+class Engine:
+    """Reranker + micro-batcher + (optional) SearchPipeline, with the service's limits."""
+
+    def __init__(self, settings: Settings, reranker: Reranker | None = None) -> None:
+        self.settings = settings
+        self._reranker = reranker
+        self._batcher: MicroBatcher | None = None
+        self.pipeline: Any = None  # SearchPipeline when an index is loaded
+        self.index_info: dict[str, Any] | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self, on_batch: BatchHook | None = None) -> None:
+        """Load the model and the index (on a thread) and start the batcher."""
+        loop = asyncio.get_running_loop()
+        index = None
+        if self.settings.index:
+            from qrerank.index.directory import DocumentIndex
+
+            index = await asyncio.to_thread(DocumentIndex.load, self.settings.index)
+        if self._reranker is None:
+            model = index.model if index is not None else None
+            normalized = bool(index.manifest["normalized"]) if index is not None else True
+            self._reranker = await asyncio.to_thread(load_reranker, self.settings, model, normalized)
+        rr = self._reranker
+        self._batcher = MicroBatcher(
+            self._encode_sync,
+            max_batch=self.settings.max_batch,
+            max_wait_ms=self.settings.max_wait_ms,
+            max_queue=self.settings.max_queue,
+            on_batch=on_batch,
+        )
+        self._batcher.start()
+        if index is not None:
+            from qrerank.rerank.pipeline import SearchPipeline
+
+            bridge = _BatchedEncoder(rr.encoder, self._batcher, loop, self.settings.request_timeout_s)
+            searcher = Reranker(
+                bridge, method=rr.method, alpha=rr.alpha, tau=rr.tau, head=rr.head, normalize=rr.normalize
+            )
+            self.pipeline = SearchPipeline(index, reranker=searcher)
+            self.index_info = {"path": str(index.path), "documents": len(index), "model": index.model}
+        log.info("engine ready: model %s (%d-d), index %s", rr.encoder.name, rr.encoder.dim, self.index_info)
+
+    async def stop(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.stop()
+
+    @property
+    def reranker(self) -> Reranker:
+        if self._reranker is None:
+            raise RuntimeError("engine not started")
+        return self._reranker
+
+    @property
+    def queue_depth(self) -> int:
+        return self._batcher.depth if self._batcher is not None else 0
+
+    def _encode_sync(self, texts: list[str]) -> np.ndarray:
+        return self.reranker.embed(texts).numpy()
+
+    async def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if self._batcher is None:
+            raise RuntimeError("engine not started")
+        return await asyncio.wait_for(self._batcher.encode(texts), self.settings.request_timeout_s)
+
+    # --- limits -------------------------------------------------------------------------------
+
+    def fit(self, text: str, field: str, truncate: bool | None, left: bool = False) -> str:
+        """``text`` within ``max_doc_chars``: cut (keeping the start, or the end if ``left``) or 413."""
+        limit = self.settings.max_query_chars if field == "query" else self.settings.max_doc_chars
+        if len(text) <= limit:
+            return text
+        if truncate is None:
+            truncate = self.settings.long_docs is LongDocs.TRUNCATE
+        if not truncate:
+            raise LimitError(field, f"is {len(text)} characters long; the limit is {limit}")
+        return text[-limit:] if left else text[:limit]
+
+    def check_count(self, n: int, field: str, limit: int) -> None:
+        if n > limit:
+            raise LimitError(field, f"holds {n} items; the limit is {limit} per request")
+
+    # --- operations ---------------------------------------------------------------------------
+
+    def method(self, method: Method | str | None) -> Method:
+        return parse_method(method) if method is not None else self.reranker.method
+
+    def alpha(self, alpha: float | None) -> float:
+        return self.reranker.alpha if alpha is None else alpha
+
+    async def rerank(
+        self,
+        query: str,
+        texts: Sequence[str],
+        *,
+        top_n: int | None = None,
+        method: Method | str | None = None,
+        alpha: float | None = None,
+        truncate: bool | None = None,
+        left: bool = False,
+    ) -> list[Hit]:
+        """``texts`` ranked for ``query``, best first; ``Hit.doc.index`` is the input position."""
+        self.check_count(len(texts), "documents", self.settings.max_documents)
+        q = self.fit(query, "query", truncate, left)
+        fitted = [self.fit(t, f"documents.{i}", truncate, left) for i, t in enumerate(texts)]
+        emb = torch.from_numpy(await self.encode([q, *fitted]))
+        m = self.method(method)
+        scores = self.reranker.score_embeddings(emb[0], emb[1:], method=m, alpha=alpha)
+        docs = [Document(text=t, doc_id=str(i)) for i, t in enumerate(texts)]
+        return [Hit(doc, self.relevance(doc.score, m)) for doc in ranked(docs, scores, top_n)]
+
+    async def search(
+        self,
+        query: str,
+        *,
+        k: int,
+        top_n: int,
+        method: Method | str | None = None,
+        alpha: float | None = None,
+    ) -> list[Hit]:
+        """Top ``top_n`` of the index's ``k`` nearest documents, reranked."""
+        if self.pipeline is None:
+            raise NoIndexError("no index is loaded: start the server with --index INDEX_DIR")
+        if k > self.settings.max_k:
+            raise LimitError("k", f"is {k}; the limit is {self.settings.max_k}")
+        q = self.fit(query, "query", None)
+        m = self.method(method)
+        hits = await asyncio.to_thread(self.pipeline.search, q, k=k, top_n=top_n, method=m, alpha=alpha)
+        return [Hit(h, self.relevance(h.score, m)) for h in hits]
+
+    async def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        tau: float | None = None,
+        angles: bool = False,
+        truncate: bool | None = None,
+    ) -> tuple[np.ndarray, np.ndarray | None, float]:
+        """``([n, d] embeddings, [n, d] Bloch angles or None, tau used)``."""
+        self.check_count(len(texts), "texts", self.settings.max_embed_texts)
+        fitted = [self.fit(t, f"texts.{i}", truncate) for i, t in enumerate(texts)]
+        emb = await self.encode(fitted)
+        tau = tau or self.reranker.tau or default_tau(emb.shape[1])
+        theta = bloch_angles(torch.from_numpy(emb), tau).numpy() if angles else None
+        return emb, theta, tau
+
+    def relevance(self, score: float, method: Method) -> float:
+        """The ranking score mapped monotonically to [0, 1] (see :mod:`qrerank.service.schemas`)."""
+        rr = self.reranker
+        if method is Method.HYBRID and rr.normalize == "minmax":
+            value = score
+        elif method is Method.FIDELITY and (rr.head is None or rr.head.kind == "state"):
+            qubits = rr.head.out_dim if rr.head is not None else rr.encoder.dim
+            value = math.exp(max(score, -1e30) / qubits)
+        else:  # cosine-scaled scores in [-1, 1]
+            value = (1.0 + score) / 2.0
+        return min(max(finite(value), 0.0), 1.0)

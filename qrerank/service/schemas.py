@@ -1,0 +1,231 @@
+"""Request and response bodies of the HTTP API (pydantic lives only here, at the edge).
+
+Two rerank shapes are spoken:
+
+* Cohere (``/v1/rerank``, ``/v2/rerank``, ``/rerank``): ``{query, documents, top_n?,
+  return_documents?}`` -> ``{id, results: [{index, relevance_score, document?}], meta}``.
+* Hugging Face text-embeddings-inference (``/tei/rerank``, and ``/rerank`` when the body has
+  ``texts``): ``{query, texts, raw_scores?, return_text?, truncate?}`` -> ``[{index, score, text?}]``.
+
+Both accept the extra fields ``method`` (cosine | fidelity | hybrid) and ``alpha``, and results
+carry the two raw signals ``cosine`` and ``log_fidelity``. Unknown fields (Cohere's
+``rank_fields``, ``max_tokens_per_doc``, ...) are ignored.
+
+``relevance_score`` (Cohere) and ``score`` (TEI, unless ``raw_scores``) are the ranking score
+mapped monotonically to [0, 1]: hybrid -> the min-max blend itself (relative to the request's
+list: 1 for the best document on both signals); cosine -> (1 + cos) / 2; fidelity -> the
+geometric-mean per-qubit fidelity F^(1/n) = exp(log F / n). ``raw_scores`` returns the unmapped
+ranking score (hybrid blend, cosine, or log-fidelity).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
+
+from qrerank.rerank.scoring import Method
+
+
+def _unicode(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (it holds a lone surrogate)") from None
+    return value
+
+
+def _non_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def _document(value: Any) -> str:
+    text = value.get("text") if isinstance(value, dict) else value
+    if not isinstance(text, str):
+        raise ValueError("must be a string or an object with a string 'text' field")
+    return _unicode(text)
+
+
+Text = Annotated[str, AfterValidator(_unicode)]
+Query = Annotated[str, AfterValidator(_unicode), AfterValidator(_non_blank)]
+DocumentItem = Annotated[
+    str,
+    PlainValidator(_document),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string"},
+                {
+                    "type": "object",
+                    "properties": {"text": {"type": "string"}},
+                    "required": ["text"],
+                },
+            ]
+        }
+    ),
+]
+Alpha = Annotated[float | None, Field(ge=0.0, le=1.0, description="hybrid weight of cosine")]
+MethodField = Annotated[Method | None, Field(description="ranking signal; default: the server's --method")]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- Cohere -----------------------------------------------------------------------------------
+
+
+class CohereRerankRequest(_Body):
+    """Cohere's rerank request (v1 and v2)."""
+
+    model: str | None = Field(default=None, description="accepted and ignored: the server has one model")
+    query: Query
+    documents: list[DocumentItem] = Field(min_length=1)
+    top_n: int | None = Field(default=None, ge=1)
+    return_documents: bool = False
+    method: MethodField = None
+    alpha: Alpha = None
+    truncate: bool | None = Field(
+        default=None, description="cut documents over the size limit (true) or refuse them with 413"
+    )
+
+
+class RerankDocument(_Out):
+    text: str
+
+
+class CohereResult(_Out):
+    index: int
+    relevance_score: float
+    document: RerankDocument | None = None
+    cosine: float
+    log_fidelity: float
+
+
+class ApiVersion(_Out):
+    version: str = "2"
+
+
+class BilledUnits(_Out):
+    search_units: int = 1
+
+
+class CohereMeta(_Out):
+    api_version: ApiVersion = Field(default_factory=ApiVersion)
+    billed_units: BilledUnits = Field(default_factory=BilledUnits)
+    model: str
+    method: Method
+    alpha: float
+
+
+class CohereRerankResponse(_Out):
+    id: str
+    results: list[CohereResult]
+    meta: CohereMeta
+
+
+# --- text-embeddings-inference ----------------------------------------------------------------
+
+
+class TEIRerankRequest(_Body):
+    """text-embeddings-inference's rerank request."""
+
+    query: Query
+    texts: list[Text] = Field(min_length=1)
+    raw_scores: bool = False
+    return_text: bool = False
+    truncate: bool | None = None
+    truncation_direction: Literal["Left", "Right", "left", "right"] = "Right"
+    method: MethodField = None
+    alpha: Alpha = None
+
+
+class TEIRank(_Out):
+    index: int
+    score: float
+    text: str | None = None
+    cosine: float
+    log_fidelity: float
+
+
+# --- search and embed -------------------------------------------------------------------------
+
+
+class SearchRequest(_Body):
+    query: Query
+    k: int = Field(default=100, ge=1, description="candidates retrieved from the index by cosine")
+    top_n: int = Field(default=10, ge=1, description="reranked results returned")
+    method: MethodField = None
+    alpha: Alpha = None
+
+
+class SearchHit(_Out):
+    index: int = Field(description="row in the index")
+    rank: int
+    doc_id: str
+    title: str
+    text: str
+    metadata: dict[str, Any]
+    score: float
+    relevance_score: float
+    cosine: float
+    log_fidelity: float
+
+
+class SearchResponse(_Out):
+    model: str
+    method: Method
+    results: list[SearchHit]
+
+
+class EmbedRequest(_Body):
+    texts: list[Text] = Field(min_length=1)
+    angles: bool = Field(default=False, description="also return Bloch polar angles theta in (0, pi)")
+    tau: float | None = Field(
+        default=None, ge=1e-6, le=1e6, description="Bloch temperature; default 1/sqrt(d)"
+    )
+    truncate: bool | None = None
+
+
+class Embedding(_Out):
+    index: int
+    embedding: list[float]
+    angles: list[float] | None = None
+
+
+class EmbedResponse(_Out):
+    model: str
+    dim: int
+    tau: float | None = None
+    data: list[Embedding]
+
+
+# --- health and errors ------------------------------------------------------------------------
+
+
+class IndexInfo(_Out):
+    path: str
+    documents: int
+    model: str
+
+
+class Health(_Out):
+    status: Literal["ok"] = "ok"
+    version: str
+    model: str
+    dim: int
+    method: Method
+    queue_depth: int
+    index: IndexInfo | None = None
+
+
+class ErrorBody(_Out):
+    message: str = Field(description="what was wrong, naming the field")
+    type: str
+    field: str | None = None

@@ -1,0 +1,57 @@
+"""Run the app on uvicorn: one process, or several workers that rebuild it from QRERANK_*."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from qrerank._optional import require
+from qrerank.service.config import Settings
+
+require("uvicorn", "service")
+
+import uvicorn  # noqa: E402
+
+
+class ReadyServer(uvicorn.Server):
+    """A uvicorn Server that logs one line once its socket accepts requests.
+
+    The line goes to uvicorn's own "uvicorn.error" logger, which uvicorn configures itself.
+    """
+
+    async def startup(self, sockets: list[Any] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            workers = f" (worker pid {os.getpid()})" if self.config.workers > 1 else ""
+            logging.getLogger("uvicorn.error").info(
+                "qrerank serve: ready on http://%s:%d%s", host, port, workers
+            )
+
+
+def serve(settings: Settings) -> int:
+    """Serve until interrupted; returns 0, or 2 if the server could not start (port taken...).
+
+    With ``workers > 1`` uvicorn's supervisor forks the workers; each builds its app from the
+    environment and logs "worker pid N ready" when its model is loaded.
+    """
+    if settings.workers > 1:
+        os.environ.update(settings.to_env())  # the workers' create_app_from_env reads these
+        uvicorn.run(
+            "qrerank.service.app:create_app_from_env",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level,
+        )
+        return 0
+    from qrerank.service.app import create_app
+
+    config = uvicorn.Config(
+        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level
+    )
+    server = ReadyServer(config)
+    server.run()
+    return 0 if server.started else 2

@@ -1,0 +1,38 @@
+"""The load benchmark's workload and report helpers (the benchmark itself is not run here)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+from pathlib import Path
+
+LOAD = Path(__file__).resolve().parents[2] / "benchmarks" / "load.py"
+
+
+def _load_module():
+    spec = importlib.util.spec_from_file_location("bench_load", LOAD)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_workload_is_100_docs_of_about_60_words_and_fresh_per_request() -> None:
+    load = _load_module()
+    rng, words = random.Random(0), load.vocabulary()
+    first, second = (json.loads(load.make_body(rng, words, 100, 60)) for _ in range(2))
+    assert len(first["documents"]) == 100
+    assert all(55 <= len(d.split()) <= 65 for d in first["documents"])
+    assert first["query"].strip() and not set(first["documents"]) & set(second["documents"])
+
+
+def test_table_reports_speed_up_against_the_baseline() -> None:
+    load = _load_module()
+    row = {"requests": 8, "ok": 8, "errors": {}, "docs_per_s": 1.0, "p50_ms": 1.0, "p99_ms": 2.0}
+    rows = [
+        {"server": "baseline", "concurrency": 8, "throughput_rps": 1.0, **row},
+        {"server": "qrerank", "concurrency": 8, "throughput_rps": 1.5, **row},
+    ]
+    text = load.table(rows)
+    assert "| 8 | qrerank |" in text and "1.50x" in text and "1.00x" in text
