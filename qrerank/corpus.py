@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from qrerank.errors import InputError
 from qrerank.types import Document
@@ -12,32 +14,35 @@ from qrerank.types import Document
 TEXT_SUFFIXES = (".txt", ".md")
 
 
-def read_jsonl(path: str | os.PathLike[str]) -> list[Document]:
-    """One ``{"text", "title"?, "_id"|"id"?, ...}`` object per line; doc_id defaults to the line index.
-
-    Blank lines are skipped; a malformed line raises InputError naming its 1-based line number.
-    """
+def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
+    """(1-based line number, parsed value) per non-blank line; InputError names a bad line."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"no such file: {path}")
-    docs: list[Document] = []
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                yield lineno, json.loads(line)
             except json.JSONDecodeError as exc:
                 raise InputError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-                raise InputError(f"{path}:{lineno}: expected an object with a string 'text' field")
-            doc_id = obj.get("_id", obj.get("id", obj.get("doc_id", len(docs))))
-            meta = {k: v for k, v in obj.items() if k not in ("_id", "id", "doc_id", "title", "text")}
-            docs.append(
-                Document(
-                    doc_id=str(doc_id), title=str(obj.get("title") or ""), text=obj["text"], metadata=meta
-                )
-            )
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[Document]:
+    """One ``{"text", "title"?, "_id"|"id"?, ...}`` object per line; doc_id defaults to the line index.
+
+    Blank lines are skipped; a malformed line raises InputError naming its 1-based line number.
+    """
+    docs: list[Document] = []
+    for lineno, obj in iter_jsonl(path):
+        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+            raise InputError(f"{path}:{lineno}: expected an object with a string 'text' field")
+        doc_id = obj.get("_id", obj.get("id", obj.get("doc_id", len(docs))))
+        meta = {k: v for k, v in obj.items() if k not in ("_id", "id", "doc_id", "title", "text")}
+        docs.append(
+            Document(doc_id=str(doc_id), title=str(obj.get("title") or ""), text=obj["text"], metadata=meta)
+        )
     return docs
 
 

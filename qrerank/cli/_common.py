@@ -5,41 +5,42 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from qrerank.errors import InputError
 from qrerank.rerank.scoring import METHODS
 from qrerank.types import RankedDoc
 
 
-def positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return n
+def number(
+    cast: Callable[[str], float],
+    what: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+) -> Callable[[str], Any]:
+    """An argparse ``type=`` that parses with ``cast`` and checks ``low <(=) x <= high``."""
+
+    def parse(value: str) -> Any:
+        try:
+            x = cast(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value!r}") from None
+        too_low = low is not None and (x <= low if low_open else x < low)
+        if too_low or (high is not None and x > high) or x != x:  # x != x: NaN
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value!r}")
+        return x
+
+    return parse
 
 
-def positive_float(value: str) -> float:
-    try:
-        x = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}") from None
-    if not x > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
-    return x
-
-
-def unit_float(value: str) -> float:
-    try:
-        x = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value!r}") from None
-    if not 0.0 <= x <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value!r}")
-    return x
+positive_int = number(int, "a positive integer", low=1)
+non_negative_int = number(int, "an integer >= 0", low=0)
+positive_float = number(float, "a positive number", low=0.0, low_open=True)
+unit_float = number(float, "a number in [0, 1]", low=0.0, high=1.0)
+frac_float = number(float, "a number in (0, 1]", low=0.0, high=1.0, low_open=True)
 
 
 def add_scoring_args(p: argparse.ArgumentParser, default_method: str = "hybrid") -> None:

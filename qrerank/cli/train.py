@@ -5,28 +5,8 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from qrerank.cli._common import positive_float, positive_int, write
+from qrerank.cli._common import frac_float, non_negative_int, positive_float, positive_int, write
 from qrerank.embed.models import DEFAULT_MODEL
-
-
-def frac_float(value: str) -> float:
-    try:
-        x = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {value!r}") from None
-    if not 0.0 < x <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {value!r}")
-    return x
-
-
-def non_negative_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}")
-    return n
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -18,7 +18,6 @@ validation set.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from pathlib import Path
 import torch
 
 from qrerank.core.similarity import cosine_matrix
-from qrerank.corpus import read_jsonl
+from qrerank.corpus import iter_jsonl, read_jsonl
 from qrerank.errors import InputError
 
 
@@ -148,49 +147,39 @@ def load_triples(
 ) -> TrainingData:
     """A JSONL of ``{"query", "pos", "neg"}``; distinct texts become documents ``d0, d1, ...``."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"no such file: {path}")
     ids: dict[str, str] = {}
 
     def doc_id(text: str) -> str:
         return ids.setdefault(text, f"d{len(ids)}")
 
     examples: list[Example] = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-            pos = obj.get("pos") if isinstance(obj, dict) else None
-            pos = [pos] if isinstance(pos, str) else pos
-            neg = obj.get("neg", []) if isinstance(obj, dict) else None
-            neg = [neg] if isinstance(neg, str) else neg
-            if (
-                not isinstance(obj.get("query"), str)
-                or not isinstance(pos, list)
-                or not pos
-                or not isinstance(neg, list)
-                or not all(isinstance(t, str) for t in pos + neg)
-            ):
-                raise InputError(
-                    f"{path}:{lineno}: expected {{'query': str, 'pos': str | [str], 'neg': [str]}}"
-                )
-            positives = tuple(dict.fromkeys(doc_id(t) for t in pos))
-            negatives = tuple(d for d in dict.fromkeys(doc_id(t) for t in neg) if d not in positives)
-            relevance = {d: 1 for d in positives} | {d: 0 for d in negatives}
-            examples.append(
-                Example(
-                    query_id=f"q{len(examples)}",
-                    query=obj["query"],
-                    positives=positives,
-                    relevance=relevance,
-                    judged_negatives=negatives,
-                    negatives=negatives,
-                )
+    for lineno, obj in iter_jsonl(path):
+        obj = obj if isinstance(obj, dict) else {}  # a non-object line fails the check below
+        pos = obj.get("pos")
+        pos = [pos] if isinstance(pos, str) else pos
+        neg = obj.get("neg", [])
+        neg = [neg] if isinstance(neg, str) else neg
+        if (
+            not isinstance(obj.get("query"), str)
+            or not isinstance(pos, list)
+            or not pos
+            or not isinstance(neg, list)
+            or not all(isinstance(t, str) for t in pos + neg)
+        ):
+            raise InputError(f"{path}:{lineno}: expected {{'query': str, 'pos': str | [str], 'neg': [str]}}")
+        positives = tuple(dict.fromkeys(doc_id(t) for t in pos))
+        negatives = tuple(d for d in dict.fromkeys(doc_id(t) for t in neg) if d not in positives)
+        relevance = {d: 1 for d in positives} | {d: 0 for d in negatives}
+        examples.append(
+            Example(
+                query_id=f"q{len(examples)}",
+                query=obj["query"],
+                positives=positives,
+                relevance=relevance,
+                judged_negatives=negatives,
+                negatives=negatives,
             )
+        )
     docs = {d: t for t, d in ids.items()}
     train, val = _split(examples, frac=frac, val_frac=val_frac, seed=seed)
     return TrainingData(docs=docs, train=train, val=val, source=str(path), info={"format": "triples"})
