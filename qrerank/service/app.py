@@ -402,13 +402,24 @@ def create_app(settings: Settings | None = None, reranker: Reranker | None = Non
         """Prometheus text format: request counts and latencies, batch sizes, queue depth."""
         return Response(metrics.render(), media_type=metrics.content_type)
 
-    page = (resources.files("qrerank.service") / "static" / "playground.html").read_text(encoding="utf-8")
+    page = _playground_page()
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def playground() -> HTMLResponse:
+    async def playground() -> Response:
+        if page is None:
+            return error(404, "the playground page is not installed (qrerank/service/static)", "not_found")
         return HTMLResponse(page)
 
     return app
+
+
+def _playground_page() -> str | None:
+    """The playground HTML, or None (with a warning) if the package data is missing."""
+    try:
+        return (resources.files("qrerank.service") / "static" / "playground.html").read_text(encoding="utf-8")
+    except (FileNotFoundError, OSError):
+        log.warning("qrerank/service/static/playground.html is missing: GET / answers 404")
+        return None
 
 
 def create_app_from_env() -> FastAPI:
