@@ -11,6 +11,7 @@ otherwise the log of a shot estimate, with each block's estimate floored at ``pr
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from enum import StrEnum
 
@@ -42,40 +43,25 @@ def _closed_form(
     return log_fidelity_angles(theta_q.unsqueeze(0), theta_d)
 
 
-def _qiskit(
-    theta_q: torch.Tensor,
-    theta_d: torch.Tensor,
-    shots: int | None,
-    seed: int | None,
-    block_size: int,
-) -> torch.Tensor:
-    from qrerank.quantum import qiskit as adapter
+def _simulator(module: str) -> ScoreFn:
+    """Scorer backed by the adapter ``qrerank.quantum.<module>`` (imported on first use)."""
 
-    if shots is None:
-        return adapter.log_fidelity(theta_q, theta_d, block_size=block_size)
-    estimate = adapter.estimate_fidelity(theta_q, theta_d, shots, seed=seed, block_size=block_size)
-    return estimate.log_fidelity(FLOOR)
+    def score(
+        theta_q: torch.Tensor, theta_d: torch.Tensor, shots: int | None, seed: int | None, block_size: int
+    ) -> torch.Tensor:
+        adapter = importlib.import_module(f"qrerank.quantum.{module}")
+        if shots is None:
+            return adapter.log_fidelity(theta_q, theta_d, block_size=block_size)
+        estimate = adapter.estimate_fidelity(theta_q, theta_d, shots, seed=seed, block_size=block_size)
+        return estimate.log_fidelity(FLOOR)
 
-
-def _pennylane(
-    theta_q: torch.Tensor,
-    theta_d: torch.Tensor,
-    shots: int | None,
-    seed: int | None,
-    block_size: int,
-) -> torch.Tensor:
-    from qrerank.quantum import pennylane as adapter
-
-    if shots is None:
-        return adapter.log_fidelity(theta_q, theta_d, block_size=block_size)
-    estimate = adapter.estimate_fidelity(theta_q, theta_d, shots, seed=seed, block_size=block_size)
-    return estimate.log_fidelity(FLOOR)
+    return score
 
 
 BACKENDS: dict[str, ScoreFn] = {
     Backend.CLOSED_FORM.value: _closed_form,
-    Backend.QISKIT.value: _qiskit,
-    Backend.PENNYLANE.value: _pennylane,
+    Backend.QISKIT.value: _simulator("qiskit"),
+    Backend.PENNYLANE.value: _simulator("pennylane"),
 }
 
 
