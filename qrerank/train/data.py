@@ -28,6 +28,7 @@ import torch
 from qrerank.core.similarity import cosine_matrix
 from qrerank.corpus import iter_jsonl, read_jsonl
 from qrerank.errors import InputError
+from qrerank.eval.datasets import read_qrels  # stdlib-only module: no eval extra needed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,33 +57,6 @@ class TrainingData:
     val: list[Example]
     source: str
     info: dict[str, object] = field(default_factory=dict)
-
-
-def read_qrels(path: str | os.PathLike[str]) -> dict[str, dict[str, int]]:
-    """BEIR qrels TSV (``query-id corpus-id score``, optional header) -> ``{qid: {doc_id: score}}``."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"no qrels file {path}")
-    qrels: dict[str, dict[str, int]] = {}
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            parts = line.rstrip("\n").split("\t")
-            if not line.strip():
-                continue
-            if len(parts) == 4:  # TREC layout: qid 0 docid score
-                parts = [parts[0], parts[2], parts[3]]
-            if len(parts) != 3:
-                raise InputError(f"{path}:{lineno}: expected 'query-id<TAB>corpus-id<TAB>score'")
-            try:
-                score = int(float(parts[2]))
-            except ValueError:
-                if lineno == 1:
-                    continue  # header
-                raise InputError(f"{path}:{lineno}: score {parts[2]!r} is not a number") from None
-            qrels.setdefault(parts[0], {})[parts[1]] = score
-    if not qrels:
-        raise InputError(f"{path} holds no judgements")
-    return qrels
 
 
 def _split(
