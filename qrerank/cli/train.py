@@ -1,4 +1,4 @@
-"""``qrerank train DATA --head qbec --out HEAD_DIR``: train a head on frozen, cached embeddings."""
+"""``qrerank train DATA --head qbec --out HEAD_DIR``: train a head (and optionally the encoder's last layers)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from qrerank.embed.models import DEFAULT_MODEL
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "train", help="train a head (none|linear|qbec|angle) on a BEIR folder or triples JSONL"
+        "train", help="train a head (none|cosine|linear|qbec|angle) on a BEIR folder or triples JSONL"
     )
     p.add_argument(
         "data", help="BEIR dataset dir (corpus.jsonl, queries.jsonl, qrels/) or {query,pos,neg} JSONL"
@@ -19,9 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="HEAD_DIR", help="directory to write the best head to")
     p.add_argument(
         "--head",
-        choices=("none", "linear", "qbec", "angle"),
+        choices=("none", "cosine", "linear", "qbec", "angle"),
         default="qbec",
-        help="none = Bloch encoding with learnable tau; linear = BEC; qbec = quantum compression; angle = MLP",
+        help="none = Bloch encoding with learnable tau; cosine = no head (needs --train-layers); "
+        "linear = BEC; qbec = quantum compression; angle = MLP",
     )
     p.add_argument("--out-dim", type=positive_int, default=256, help="output dim / qubits (default 256)")
     p.add_argument("--split", default="train", help="qrels split to train on (default train)")
@@ -44,8 +45,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--val-frac", type=float, default=0.1, help="share of queries held out (default 0.1)")
     p.add_argument(
-        "--train-layers", type=non_negative_int, default=0, help="fine-tune last N encoder layers (not yet)"
+        "--train-layers",
+        type=non_negative_int,
+        default=0,
+        help="also fine-tune the encoder's last N transformer layers (default 0: frozen encoder)",
     )
+    p.add_argument(
+        "--encoder-lr", type=positive_float, default=2e-5, help="learning rate of the encoder layers"
+    )
+    p.add_argument("--val-depth", type=positive_int, default=100, help="cosine candidates per val query")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"encoder name or path (default {DEFAULT_MODEL})")
     p.set_defaults(func=run)
 
@@ -69,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         val_frac=args.val_frac,
         train_layers=args.train_layers,
+        encoder_lr=args.encoder_lr,
+        val_depth=args.val_depth,
         model=args.model,
     )
     command = "qrerank train " + shlex.join(
@@ -78,11 +88,17 @@ def run(args: argparse.Namespace) -> int:
         + ["--similarity", args.similarity, "--lr", str(args.lr)]
         + (["--scale", str(args.scale)] if args.scale is not None else [])
         + ["--batch-size", str(args.batch_size), "--val-frac", str(args.val_frac), "--model", args.model]
+        + ["--val-depth", str(args.val_depth)]
+        + (
+            ["--train-layers", str(args.train_layers), "--encoder-lr", str(args.encoder_lr)]
+            if args.train_layers
+            else []
+        )
         + ["--out", args.out]
     )
     result = train(args.data, config, args.out, command=command, show_progress=True)
     write(
-        f"trained {args.head} head ({result.head.num_parameters():,} params) in {result.train_seconds:.1f}s "
+        f"trained {args.head} head ({result.trainable_parameters:,} params) in {result.train_seconds:.1f}s "
         f"(+{result.encode_seconds:.1f}s encoding): best val nDCG@10 {result.best_val_ndcg10:.4f} "
         f"(epoch {result.best_epoch}; cosine {result.cosine_val_ndcg10:.4f}) -> {args.out}"
     )

@@ -15,7 +15,7 @@ from qrerank.core.fidelity import (
     log_fidelity_matrix,
 )
 from qrerank.core.fusion import hybrid_scores
-from qrerank.core.head import BlochHead, Head
+from qrerank.core.head import BlochHead, Head, IdentityHead
 from qrerank.core.linear import LinearHead
 from qrerank.core.similarity import cosine_matrix, similarity_matrix
 
@@ -23,6 +23,7 @@ __all__ = [
     "AngleHead",
     "BlochHead",
     "Head",
+    "IdentityHead",
     "LinearHead",
     "QuantumCompressionHead",
     "bloch_angles",

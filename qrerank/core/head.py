@@ -65,3 +65,24 @@ class BlochHead(Head):
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"in_dim": self.in_dim, "tau": float(self.tau().detach()), "learn_tau": self._learn_tau}
+
+
+class IdentityHead(Head):
+    """No projection and no parameters: the embedding itself, compared by cosine.
+
+    ``[..., d] -> [..., d]``. With ``qrerank train --head cosine --train-layers N`` it is the
+    paper's BT baseline (the encoder trained with cosine logits, nothing on top).
+    """
+
+    name = "identity"
+    kind = "vector"
+
+    def __init__(self, in_dim: int) -> None:
+        super().__init__()
+        self.in_dim = self.out_dim = in_dim
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return u
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {"in_dim": self.in_dim}

@@ -151,6 +151,9 @@ class CandidateScorer:
         doc_ids: ids of the rows of ``d_emb`` (must cover every candidate).
         q_emb, d_emb: ``[Q, d]`` and ``[N, d]`` embeddings; None when no dense method runs.
         bm25: a BM25Scorer whose collection covers every candidate, or None.
+
+    A head trained with its encoder's last layers (``--train-layers``) scores embeddings of its
+    own encoder: register them with :meth:`set_head_embeddings` (same row order).
     """
 
     def __init__(
@@ -181,7 +184,16 @@ class CandidateScorer:
         self._cos: torch.Tensor | None = None
         self._logf: dict[float, torch.Tensor] = {}
         self._head: dict[str, torch.Tensor] = {}
+        self._head_emb: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._bm25: dict[str, torch.Tensor] = {}
+
+    def set_head_embeddings(self, key: str, q_emb: np.ndarray, d_emb: np.ndarray) -> None:
+        """Score head ``key`` on these ``[Q, d]`` / ``[N, d]`` rows instead of the shared ones."""
+        self._head_emb[key] = (
+            torch.from_numpy(np.asarray(q_emb, dtype=np.float64)),
+            torch.from_numpy(np.asarray(d_emb, dtype=np.float64)),
+        )
+        self._head.pop(key, None)
 
     @property
     def dim(self) -> int:
@@ -208,7 +220,7 @@ class CandidateScorer:
 
     def head_similarity(self, i: int, key: str, head: Head) -> torch.Tensor:
         if key not in self._head:
-            q, d = self._dense()
+            q, d = self._head_emb[key] if key in self._head_emb else self._dense()
             with torch.no_grad():
                 self._head[key] = similarity_matrix(head(q), head(d), head.kind)
         return self._head[key][i, self._idx[self.qids[i]]]

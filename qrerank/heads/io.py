@@ -1,26 +1,34 @@
 """Head persistence: ``weights.safetensors`` + ``config.json`` (+ ``README.md`` card), atomic.
 
 Weights are read with safetensors only (no pickle), so loading a head from an untrusted
-folder cannot execute code.
+folder cannot execute code. A head trained with ``--train-layers N`` also carries the weights of
+the encoder layers it fine-tuned (``encoder.safetensors``, the last N layers only); use
+:func:`load_head_encoder` to get that encoder back.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_file, save_file
 
 from qrerank._fs import atomic_dir
 from qrerank.core.angles import AngleHead
 from qrerank.core.compression import QuantumCompressionHead
-from qrerank.core.head import BlochHead, Head
+from qrerank.core.head import BlochHead, Head, IdentityHead
 from qrerank.core.linear import LinearHead
+from qrerank.embed.base import Encoder
 from qrerank.errors import InputError
 
-HEADS: dict[str, type[Head]] = {h.name: h for h in (BlochHead, LinearHead, QuantumCompressionHead, AngleHead)}
+HEADS: dict[str, type[Head]] = {
+    h.name: h for h in (BlochHead, IdentityHead, LinearHead, QuantumCompressionHead, AngleHead)
+}
+ENCODER_FILE = "encoder.safetensors"
 HEAD_FORMAT_VERSION = 1
 
 
@@ -37,18 +45,34 @@ def save_head(
     *,
     extra: dict[str, Any] | None = None,
     card: str | None = None,
+    encoder_state: dict[str, torch.Tensor] | None = None,
+    encoder_info: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``head`` to directory ``out`` atomically; ``extra`` lands in config.json (model, metrics)."""
+    """Write ``head`` to directory ``out`` atomically; ``extra`` lands in config.json (model, metrics).
+
+    ``encoder_state`` (fine-tuned encoder layers, by state-dict name) goes to ``encoder.safetensors``
+    and ``encoder_info`` (``model``, ``normalized``, ``train_layers``) to config.json's ``encoder``.
+    """
     out = Path(out)
+    if (encoder_state is None) != (encoder_info is None):
+        raise ValueError("encoder_state and encoder_info go together")
     with atomic_dir(out) as tmp:
         tensors = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
         save_file(tensors, str(tmp / "weights.safetensors"))
+        encoder: dict[str, Any] = {}
+        if encoder_state is not None:
+            save_file(
+                {k: v.detach().cpu().contiguous() for k, v in encoder_state.items()}, str(tmp / ENCODER_FILE)
+            )
+            digest = hashlib.sha256((tmp / ENCODER_FILE).read_bytes()).hexdigest()
+            encoder = {"encoder": {**(encoder_info or {}), "file": ENCODER_FILE, "sha256": digest}}
         config = {
             "format_version": HEAD_FORMAT_VERSION,
             "head": head.name,
             "config": head.get_config_dict(),
             "parameters": head.num_parameters(),
             **(extra or {}),
+            **encoder,
         }
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         if card:
@@ -74,3 +98,61 @@ def load_head(path: str | os.PathLike[str], *, in_dim: int | None = None) -> Hea
     except (RuntimeError, OSError) as exc:
         raise InputError(f"{path}/weights.safetensors does not match its config: {exc}") from exc
     return head.eval()
+
+
+def head_encoder_info(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """config.json's ``encoder`` entry of a head with fine-tuned encoder layers, else None."""
+    cfg_path = Path(path) / "config.json"
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{cfg_path} is not a valid head config: {exc}") from exc
+    info = cfg.get("encoder")
+    if info is not None and not (isinstance(info, dict) and isinstance(info.get("model"), str)):
+        raise InputError(f"{cfg_path}: 'encoder' must be an object naming its base 'model'")
+    return info
+
+
+def load_head_encoder(
+    path: str | os.PathLike[str], *, device: str | None = None, cache: bool = True
+) -> Encoder | None:
+    """The fine-tuned encoder a head was trained with (``--train-layers N``), or None.
+
+    Loads the base model named in config.json and writes the saved layers into it. Its name
+    carries the weights' hash, so on-disk embedding caches never mix it with the base model.
+    """
+    path = Path(path)
+    info = head_encoder_info(path)
+    if info is None:
+        return None
+    weights = path / str(info.get("file", ENCODER_FILE))
+    if not weights.is_file():
+        raise InputError(f"{path} names a fine-tuned encoder but {weights.name} is missing")
+    blob = weights.read_bytes()
+    digest = hashlib.sha256(blob).hexdigest()
+    if info.get("sha256") not in (None, digest):
+        raise InputError(f"{weights} does not match the sha256 in config.json: the head is corrupt")
+    from safetensors.torch import load as load_bytes
+
+    from qrerank.embed.cache import CachedEncoder, EmbeddingCache
+    from qrerank.embed.models import load_encoder
+    from qrerank.embed.st import SentenceTransformerEncoder
+    from qrerank.train.tuning import apply_tuned_state
+
+    base = load_encoder(
+        info["model"], device=device, normalize=bool(info.get("normalized", True)), cache=False
+    )
+    if not isinstance(base, SentenceTransformerEncoder):
+        raise InputError(
+            f"fine-tuned encoder layers need a sentence-transformers model, not {info['model']!r}"
+        )
+    try:
+        state = load_bytes(blob)
+    except Exception as exc:  # safetensors raises its own error types for malformed files
+        raise InputError(f"{weights} is not a valid safetensors file: {exc}") from exc
+    apply_tuned_state(base.model, {k: v.to(base.device) for k, v in state.items()})
+    base.model.eval()
+    base.name = f"{base.name}+tuned-{digest[:12]}"
+    if not cache:
+        return base
+    return CachedEncoder(base, EmbeddingCache(base.name, base.dim))

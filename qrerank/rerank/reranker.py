@@ -69,7 +69,8 @@ class Reranker:
         method: "cosine", "fidelity" (log-fidelity of Bloch states) or "hybrid" (blend).
         alpha: hybrid weight of cosine; 1 - alpha goes to the quantum score.
         tau: Bloch temperature; None = 1/sqrt(d).
-        head: a trained Head, or the path of a saved one (``qrerank train``).
+        head: a trained Head, or the path of a saved one (``qrerank train``); a saved head with
+            fine-tuned encoder layers brings its own encoder when ``encoder`` is a name.
         backend: "closed-form" (default), or "qiskit"/"pennylane" to compute fidelity by
             circuit simulation (extras; small dims only).
         shots: shot count for simulator backends (None = exact statevector).
@@ -88,6 +89,18 @@ class Reranker:
         shots: int | None = None,
         batch_size: int = 32,
     ) -> None:
+        if head is not None and not isinstance(head, Head):
+            from qrerank.heads.io import head_encoder_info, load_head_encoder
+
+            if head_encoder_info(head) is not None:
+                # The head was trained together with its encoder's last layers: use that encoder.
+                if isinstance(encoder, str):
+                    encoder = load_head_encoder(head) or encoder
+                elif "+tuned-" not in encoder.name:
+                    raise InputError(
+                        f"head {head} was trained with fine-tuned encoder layers; pass a model name "
+                        f"(or encoder=load_head_encoder(head)) instead of the base encoder {encoder.name}"
+                    )
         self.encoder = load_encoder(encoder) if isinstance(encoder, str) else encoder
         self.method = parse_method(method)
         if not 0.0 <= alpha <= 1.0:

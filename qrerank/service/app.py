@@ -42,7 +42,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-PUBLIC_PATHS = frozenset({"/", "/health"})  # static page and liveness: no API key needed
+# Static pages, the API schema and liveness need no API key: they reveal no data.
+PUBLIC_PATHS = frozenset({"/", "/health", "/docs", "/openapi.json"})
+DOCS_ASSETS = "/docs-assets"
 ROUTES = frozenset(
     {"/", "/health", "/metrics", "/v1/rerank", "/v2/rerank", "/rerank", "/tei/rerank", "/search", "/embed"}
 )
@@ -110,7 +112,8 @@ class _Gate:
     def _reject(self, scope: Scope) -> JSONResponse | None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         key = self.settings.api_key
-        if key and scope["path"] not in PUBLIC_PATHS and scope["method"] != "OPTIONS":
+        public = scope["path"] in PUBLIC_PATHS or scope["path"].startswith(DOCS_ASSETS + "/")
+        if key and not public and scope["method"] != "OPTIONS":
             auth = headers.get("authorization", "")
             scheme, _, token = auth.partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
@@ -266,6 +269,29 @@ async def _tei_rerank(engine: Engine, body: s.TEIRerankRequest) -> list[s.TEIRan
     ]
 
 
+def _install_docs(app: FastAPI) -> None:
+    """Swagger UI at ``/docs`` from the locally installed swagger-ui-bundle (no CDN), if present."""
+    try:
+        import swagger_ui_bundle
+    except ImportError:
+        log.info("swagger-ui-bundle is not installed: /docs is off (/openapi.json still works)")
+        return
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="qrerank API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url="",
+        )
+
+
 def create_app(settings: Settings | None = None, reranker: Reranker | None = None) -> FastAPI:
     """The service app. ``reranker`` skips model loading (tests pass a HashingEncoder one)."""
     settings = settings or Settings()
@@ -289,6 +315,10 @@ def create_app(settings: Settings | None = None, reranker: Reranker | None = Non
         + (s.__doc__ or "").split("\n\n", 1)[1],
         lifespan=lifespan,
         strict_content_type=False,
+        # FastAPI's own /docs and /redoc load their scripts from a CDN, which air-gapped users
+        # cannot reach: /docs is served from the swagger-ui-bundle package instead (below).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.engine, app.state.metrics, app.state.settings = engine, metrics, settings
     _install_error_handlers(app)
@@ -303,6 +333,7 @@ def create_app(settings: Settings | None = None, reranker: Reranker | None = Non
             allow_headers=["Authorization", "Content-Type"],
         )
 
+    _install_docs(app)
     post: dict[str, Any] = {"responses": _ERRORS, "response_model_exclude_none": True}
 
     async def cohere_rerank(body: s.CohereRerankRequest) -> s.CohereRerankResponse:

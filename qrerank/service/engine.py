@@ -61,8 +61,11 @@ def load_reranker(settings: Settings, index_model: str | None = None, normalized
     from qrerank.embed.models import DEFAULT_MODEL, load_encoder
 
     name = settings.model or index_model or DEFAULT_MODEL
+    from qrerank.heads.io import load_head_encoder
+
     # No on-disk embedding cache: a server must not grow a file with every text it is sent.
-    encoder = load_encoder(name, device=settings.device, normalize=normalized, cache=False)
+    tuned = load_head_encoder(settings.head, device=settings.device, cache=False) if settings.head else None
+    encoder = tuned or load_encoder(name, device=settings.device, normalize=normalized, cache=False)
     return Reranker(
         encoder,
         method=settings.method,

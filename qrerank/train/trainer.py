@@ -1,7 +1,9 @@
-"""Train a head on cached embeddings of a frozen encoder, with hard negatives and early stopping.
+"""Train a head, and optionally the encoder's last layers, with hard negatives and early stopping.
 
 Every text (corpus documents and queries) is encoded once through the on-disk embedding cache;
-the head then trains on tensors, which is what makes a run take seconds, not hours. Each epoch
+with a frozen encoder the head then trains on tensors, which is what makes a run take seconds,
+not hours. With ``train_layers = N > 0`` the last N transformer layers train too, on cached
+outputs of the frozen layers below them (:mod:`qrerank.train.tuning`). Each epoch
 ends with nDCG@10 (ir-measures) on held-out validation queries, reranking each query's top
 ``val_depth`` cosine candidates with the head; the best head is kept and training stops after
 ``patience`` epochs without improvement.
@@ -25,7 +27,7 @@ from tqdm import tqdm
 from qrerank._optional import require
 from qrerank.core.angles import AngleHead
 from qrerank.core.compression import QuantumCompressionHead
-from qrerank.core.head import BlochHead, Head
+from qrerank.core.head import BlochHead, Head, IdentityHead
 from qrerank.core.linear import LinearHead
 from qrerank.core.similarity import Form, similarity
 from qrerank.embed.base import Encoder
@@ -34,12 +36,15 @@ from qrerank.errors import InputError
 from qrerank.heads.io import save_head
 from qrerank.train.data import Example, TrainingData, cosine_candidates, load_training_data, mine_negatives
 from qrerank.train.losses import HardNegativeLoss
+from qrerank.train.tuning import LayerSplit
 
 logger = logging.getLogger(__name__)
 
-# CLI name -> head class; "none" is the projection-free Bloch encoding with a learnable tau.
+# CLI name -> head class; "none" is the projection-free Bloch encoding with a learnable tau,
+# "cosine" no head at all (with --train-layers: the paper's BT, the encoder trained on cosine).
 TRAIN_HEADS: dict[str, type[Head]] = {
     "none": BlochHead,
+    "cosine": IdentityHead,
     "linear": LinearHead,
     "qbec": QuantumCompressionHead,
     "angle": AngleHead,
@@ -68,6 +73,7 @@ class TrainConfig:
     mine_depth: int = 30
     val_depth: int = 100
     train_layers: int = 0
+    encoder_lr: float = 2e-5
     model: str = DEFAULT_MODEL
 
     def logit_scale(self, kind: str) -> float:
@@ -89,11 +95,12 @@ class TrainConfig:
             raise InputError(f"frac must be in (0, 1], got {self.frac}")
         if self.similarity not in ("log", "linear"):
             raise InputError(f"unknown similarity {self.similarity!r}; choose 'log' or 'linear'")
-        if self.train_layers > 0:
-            raise InputError(
-                "not implemented yet: --train-layers > 0 (fine-tuning the encoder's last layers); "
-                "part 1 trains heads on frozen, cached embeddings only"
-            )
+        if self.train_layers < 0:
+            raise InputError(f"train_layers must be >= 0, got {self.train_layers}")
+        if self.head == "cosine" and self.train_layers == 0:
+            raise InputError("--head cosine has no parameters: train the encoder with --train-layers N")
+        if not self.encoder_lr > 0:
+            raise InputError(f"encoder_lr must be positive, got {self.encoder_lr}")
         for name in ("out_dim", "epochs", "negatives", "batch_size", "patience", "mine_depth", "val_depth"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -115,6 +122,13 @@ class TrainResult:
     num_train_queries: int = 0
     num_val_queries: int = 0
     num_pairs: int = 0
+    encoder_state: dict[str, torch.Tensor] | None = None  # the fine-tuned layers (train_layers > 0)
+    encoder_parameters: int = 0
+
+    @property
+    def trainable_parameters(self) -> int:
+        """Head parameters plus fine-tuned encoder parameters."""
+        return self.head.num_parameters() + self.encoder_parameters
 
     def metrics(self) -> dict[str, Any]:
         return {
@@ -138,7 +152,19 @@ def build_head(name: str, in_dim: int, out_dim: int) -> Head:
         raise InputError(f"unknown head {name!r}; choose one of {', '.join(TRAIN_HEADS)}")
     if name == "none":
         return BlochHead(in_dim)
+    if name == "cosine":
+        return IdentityHead(in_dim)
     return TRAIN_HEADS[name](in_dim, out_dim)
+
+
+def layer_split(model: str, n: int, normalized: bool, device: str | None = None) -> LayerSplit:
+    """The ``n``-layer :class:`LayerSplit` of sentence-transformers model ``model`` (uncached load)."""
+    from qrerank.embed.st import SentenceTransformerEncoder
+
+    enc = load_encoder(model, device=device, normalize=normalized, cache=False)
+    if not isinstance(enc, SentenceTransformerEncoder):
+        raise InputError(f"--train-layers needs a sentence-transformers model, not {model!r}")
+    return LayerSplit(enc.model, n, renormalize=enc._renormalize)
 
 
 def _encode(encoder: Encoder, texts: list[str], show_progress: bool) -> torch.Tensor:
@@ -187,18 +213,31 @@ def ndcg10(
 
 
 def train_head(
-    data: TrainingData, encoder: Encoder, config: TrainConfig, *, show_progress: bool = False
+    data: TrainingData,
+    encoder: Encoder,
+    config: TrainConfig,
+    *,
+    show_progress: bool = False,
+    tuner: LayerSplit | None = None,
 ) -> TrainResult:
-    """Encode once, mine hard negatives, train ``config.head`` with AdamW and keep the best on validation."""
+    """Encode once, mine hard negatives, train ``config.head`` with AdamW and keep the best on validation.
+
+    With ``config.train_layers > 0`` the encoder's last layers train too: ``tuner`` (a
+    :class:`LayerSplit` of ``config.model``; built when None) is reset to the base weights first,
+    so one tuner, and its cache of frozen-layer outputs, can serve many runs.
+    """
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
 
     t0 = time.perf_counter()
     doc_ids = list(data.docs)
     doc_index = {d: i for i, d in enumerate(doc_ids)}
-    doc_emb = _encode(encoder, [data.docs[d] for d in doc_ids], show_progress)
-    train_q = _encode(encoder, [ex.query for ex in data.train], show_progress)
-    val_q = _encode(encoder, [ex.query for ex in data.val], show_progress)
+    doc_texts = [data.docs[d] for d in doc_ids]
+    train_texts = [ex.query for ex in data.train]
+    val_texts = [ex.query for ex in data.val]
+    doc_emb = _encode(encoder, doc_texts, show_progress)
+    train_q = _encode(encoder, train_texts, show_progress)
+    val_q = _encode(encoder, val_texts, show_progress)
     encode_seconds = time.perf_counter() - t0
 
     train = mine_negatives(data.train, train_q, doc_emb, doc_ids, depth=config.mine_depth)
@@ -211,18 +250,55 @@ def train_head(
     if len(pairs) == 0:
         raise InputError("no training pair has a negative: the corpus holds only positives")
 
+    if config.train_layers > 0:
+        if tuner is None:
+            tuner = layer_split(config.model, config.train_layers, encoder.normalized)
+        elif tuner.n != config.train_layers:
+            raise ValueError(f"tuner trains {tuner.n} layers, config asks for {config.train_layers}")
+        tuner.reset()
+    else:
+        tuner = None
+
     head = build_head(config.head, encoder.dim, config.out_dim)
     loss_fn = HardNegativeLoss(head, scale=config.logit_scale(head.kind), form=config.similarity)
-    opt = torch.optim.AdamW(
-        [p for p in head.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
-    )
+    groups: list[dict[str, Any]] = []
+    head_params = [p for p in head.parameters() if p.requires_grad]
+    if head_params:
+        groups.append({"params": head_params, "lr": config.lr})
+    if tuner is not None:
+        groups.append({"params": list(tuner.parameters.values()), "lr": config.encoder_lr})
+    opt = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+
+    def embed_batch(qi: torch.Tensor, di: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``([B, d] queries, [B, 1 + N, d] docs)``: cached, or through the trained layers."""
+        if tuner is None:
+            return train_q[qi], doc_emb[di]
+        uniq, inverse = torch.unique(di, return_inverse=True)
+        docs = tuner.embed([doc_texts[j] for j in uniq.tolist()])
+        return tuner.embed([train_texts[i] for i in qi.tolist()]), docs[inverse.to(docs.device)]
 
     def evaluate() -> float:
-        return ndcg10(head, data.val, val_q, doc_emb, doc_ids, val_cands)
+        if tuner is None:
+            return ndcg10(head, data.val, val_q, doc_emb, doc_ids, val_cands)
+        if not data.val:
+            return float("nan")
+        # Only the validation candidates change with the encoder: re-embed just those rows.
+        rows = torch.unique(val_cands)
+        tuned = doc_emb.clone()
+        tuned[rows] = tuner.embed_eval([doc_texts[j] for j in rows.tolist()]).cpu()
+        device = tuner.device
+        head.to("cpu")
+        try:
+            return ndcg10(head, data.val, tuner.embed_eval(val_texts).cpu(), tuned, doc_ids, val_cands)
+        finally:
+            head.to(device)
 
+    if tuner is not None:
+        head.to(tuner.device)
     cosine = ndcg10(None, data.val, val_q, doc_emb, doc_ids, val_cands)
     best = initial = evaluate()
     best_state = copy.deepcopy(head.state_dict())
+    best_encoder = tuner.state() if tuner is not None else None
     best_epoch, bad_epochs, epochs_run = 0, 0, 0
     history: list[dict[str, float | None]] = [{"epoch": 0, "loss": None, "val_ndcg@10": _or_none(initial)}]
     steps_per_epoch = math.ceil(len(pairs) / config.batch_size)
@@ -230,6 +306,8 @@ def train_head(
     bar = tqdm(total=config.epochs * steps_per_epoch, disable=not show_progress, desc=f"train {config.head}")
     bar.set_postfix(loss="-", val_ndcg10=f"{initial:.4f}")
     head.train()
+    if tuner is not None:
+        tuner.train()
     for epoch in range(1, config.epochs + 1):
         order = pairs[torch.randperm(len(pairs), generator=gen)]
         total = 0.0
@@ -244,7 +322,7 @@ def train_head(
                     pick = torch.randint(len(pool), (config.negatives,), generator=gen)
                 negs.append(pool[pick])
             doc_idx = torch.cat([batch[:, 1:], torch.stack(negs)], dim=1)  # [B, 1 + N]
-            loss = loss_fn(train_q[batch[:, 0]], doc_emb[doc_idx])
+            loss = loss_fn(*embed_batch(batch[:, 0], doc_idx))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -260,13 +338,17 @@ def train_head(
         if not data.val or val > best + 1e-9:
             best, best_epoch, bad_epochs = val, epoch, 0
             best_state = copy.deepcopy(head.state_dict())
+            best_encoder = tuner.state() if tuner is not None else None
         else:
             bad_epochs += 1
             if bad_epochs >= config.patience:
                 break
     bar.close()
     head.load_state_dict(best_state)
-    head.eval()
+    head.cpu().eval()
+    if tuner is not None and best_encoder is not None:
+        tuner.load(best_encoder)
+        tuner.train(False)
     return TrainResult(
         head=head,
         best_val_ndcg10=best,
@@ -280,6 +362,8 @@ def train_head(
         num_train_queries=len(train),
         num_val_queries=len(data.val),
         num_pairs=len(pairs),
+        encoder_state=best_encoder,
+        encoder_parameters=sum(p.numel() for p in tuner.parameters.values()) if tuner is not None else 0,
     )
 
 
@@ -289,14 +373,26 @@ def model_card(result: TrainResult, config: TrainConfig, data: TrainingData, com
     lines = [
         f"# qrerank head: {head.name} ({config.head})",
         "",
-        f"A `{type(head).__name__}` (`kind={head.kind}`) trained with `qrerank train` on frozen "
-        f"`{config.model}` embeddings (arXiv 2501.04591).",
+        f"A `{type(head).__name__}` (`kind={head.kind}`) trained with `qrerank train` on "
+        + (
+            f"`{config.model}` with its last {config.train_layers} transformer layer(s) fine-tuned"
+            if config.train_layers
+            else f"frozen `{config.model}` embeddings"
+        )
+        + " (arXiv 2501.04591).",
         "",
         "| | |",
         "|---|---|",
         f"| head | `{head.name}`, {head.in_dim} -> {head.out_dim} |",
-        f"| trainable parameters | {head.num_parameters():,} |",
-        f"| encoder | `{config.model}` (frozen) |",
+        f"| trainable parameters | {head.num_parameters():,} in the head"
+        + (f" + {result.encoder_parameters:,} in the encoder |" if config.train_layers else " |"),
+        f"| encoder | `{config.model}` "
+        + (
+            f"(last {config.train_layers} layers fine-tuned, lr {config.encoder_lr:g}; weights in "
+            "`encoder.safetensors`) |"
+            if config.train_layers
+            else "(frozen) |"
+        ),
         f"| data | `{data.source}`, split `{config.split}`, rel level {config.rel_level} |",
         f"| train / val queries | {result.num_train_queries} / {result.num_val_queries} ({result.num_pairs} pairs) |",
         f"| frac / seed | {config.frac} / {config.seed} |",
@@ -310,7 +406,10 @@ def model_card(result: TrainResult, config: TrainConfig, data: TrainingData, com
     ]
     if command:
         lines += ["Command:", "", "```", command, "```", ""]
-    lines += ["Load it with `qrerank.heads.io.load_head(path)` or `qrerank rerank ... --head PATH`.", ""]
+    load = "`qrerank.heads.io.load_head(path)`"
+    if config.train_layers:
+        load += " with its encoder from `qrerank.heads.io.load_head_encoder(path)`"
+    lines += [f"Load it with {load}, or use `qrerank rerank ... --head PATH`.", ""]
     return "\n".join(lines)
 
 
@@ -322,6 +421,7 @@ def train(
     encoder: Encoder | None = None,
     command: str | None = None,
     show_progress: bool = False,
+    tuner: LayerSplit | None = None,
 ) -> TrainResult:
     """Load data from ``src``, train, and save the best head (+ config extras and model card) to ``out``."""
     data = load_training_data(
@@ -333,7 +433,7 @@ def train(
         seed=config.seed,
     )
     encoder = encoder if encoder is not None else load_encoder(config.model)
-    result = train_head(data, encoder, config, show_progress=show_progress)
+    result = train_head(data, encoder, config, show_progress=show_progress, tuner=tuner)
     extra = {
         "model": config.model,
         "encoder_dim": encoder.dim,
@@ -345,9 +445,22 @@ def train(
             **data.info,
         },
         "metrics": result.metrics(),
+        "trainable_parameters": result.trainable_parameters,
         "train_seconds": result.train_seconds,
         "encode_seconds": result.encode_seconds,
         "command": command,
     }
-    save_head(result.head, Path(out), extra=extra, card=model_card(result, config, data, command))
+    encoder_info = (
+        {"model": config.model, "normalized": encoder.normalized, "train_layers": config.train_layers}
+        if result.encoder_state is not None
+        else None
+    )
+    save_head(
+        result.head,
+        Path(out),
+        extra=extra,
+        card=model_card(result, config, data, command),
+        encoder_state=result.encoder_state,
+        encoder_info=encoder_info,
+    )
     return result

@@ -288,6 +288,20 @@ def test_openapi_schema(client) -> None:
     assert "get" in schema["paths"]["/health"] and "get" in schema["paths"]["/metrics"]
 
 
+def test_docs_page_is_served_offline(reranker: Reranker) -> None:
+    pytest.importorskip("swagger_ui_bundle")
+    # Public even with an API key: the page and its assets reveal nothing but the schema.
+    with make_client(reranker, api_key="s3cret") as c:
+        page = c.get("/docs")
+        assert page.status_code == 200 and "swagger-ui" in page.text
+        assert "cdn." not in page.text and "jsdelivr" not in page.text  # no CDN: works air-gapped
+        for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+            got = c.get(f"/docs-assets/{asset}")
+            assert got.status_code == 200 and len(got.content) > 10_000
+        assert c.get("/openapi.json").status_code == 200
+        assert c.get("/redoc").status_code == 404  # ReDoc would need a CDN: off
+
+
 # --- auth, CORS, timeouts ---------------------------------------------------------------------
 
 

@@ -168,7 +168,8 @@ def _exit_code(argv: list[str]) -> int:
         ["--head", "bogus"],
         ["--frac", "0"],
         ["--frac", "1.5"],
-        ["--train-layers", "2"],  # not implemented yet
+        ["--train-layers", "2"],  # hashing-64 has no transformer layers
+        ["--head", "cosine"],  # nothing to train without --train-layers
     ],
 )
 def test_cli_bad_input_exits_2(extra: list[str], beir_dir: Path, tmp_path: Path) -> None:
@@ -187,9 +188,11 @@ def test_cli_bad_input_exits_2(extra: list[str], beir_dir: Path, tmp_path: Path)
     assert not (tmp_path / "h").exists()
 
 
-def test_train_layers_message() -> None:
-    with pytest.raises(InputError, match="not implemented yet"):
-        TrainConfig(train_layers=1)
+def test_config_refuses_nothing_to_train() -> None:
+    with pytest.raises(InputError, match="no parameters"):
+        TrainConfig(head="cosine")
+    with pytest.raises(InputError, match="train_layers"):
+        TrainConfig(train_layers=-1)
 
 
 def test_without_validation_keeps_last_epoch_and_strict_json(beir_dir: Path, tmp_path: Path) -> None:

@@ -1,0 +1,404 @@
+"""The training experiments of arXiv 2501.04591, on the data we have, with seeds and significance.
+
+Three experiments, each one command (``--data scifact`` trains on SciFact train and tests on
+SciFact test; ``--data dl`` trains on the judged pairs of TREC DL 2019 and tests on DL 2020):
+
+    python benchmarks/train_grid.py methods --data scifact      # BT/QBT/BEC/QBEC/BFEC/QBFEC
+    python benchmarks/train_grid.py methods --data dl
+    python benchmarks/train_grid.py scarcity --data scifact     # 1/5/10/25/100% of the queries
+    python benchmarks/train_grid.py compression --data scifact  # 64/128/256 vs linear vs PCA
+
+Every method reranks the same candidates of every test query (SciFact: the top 100 of
+untrained cosine over the whole corpus; DL 2020: the top 100 of the official BM25 run), so all
+comparisons are paired by query. Each trained method runs with ``--seeds`` seeds (each seed
+draws its own training subset, validation split, negatives and initial weights); the table gives
+the mean nDCG@10 over seeds with its standard error, and a paired t-test on per-query nDCG@10
+(averaged over seeds) against untrained cosine and between each quantum method and its
+classical twin. Heads train on cached MiniLM embeddings; ``train_layers = 1`` methods also
+fine-tune MiniLM's last transformer layer (on cached outputs of the five frozen layers).
+
+Writes ``benchmarks/results/train/<experiment>-<data>.{json,md}`` (+ a PNG for scarcity and
+compression) and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from qrerank.core.head import Head
+from qrerank.core.similarity import similarity
+from qrerank.embed.models import DEFAULT_MODEL, load_encoder
+from qrerank.eval.datasets import Dataset, load_dataset
+from qrerank.eval.evaluator import Protocol, build_candidates
+from qrerank.eval.meta import environment
+from qrerank.eval.metrics import per_query
+from qrerank.eval.significance import paired_comparison
+from qrerank.train import TrainConfig, load_training_data
+from qrerank.train.data import cosine_candidates
+from qrerank.train.trainer import layer_split, train_head
+from qrerank.train.tuning import LayerSplit
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+OUT = Path(__file__).resolve().parent / "results" / "train"
+
+
+@dataclass(frozen=True)
+class Setup:
+    train_dir: Path
+    train_split: str
+    rel_level: int
+    test_dir: Path
+    candidates: str  # "cosine" (top-100 of cosine over the corpus) or a run name of the test folder
+
+
+SETUPS = {
+    "scifact": Setup(DATA / "scifact", "train", 1, DATA / "scifact", "cosine"),
+    "dl": Setup(DATA / "trec-dl-2019-passage", "test", 2, DATA / "trec-dl-2020-passage", "bm25"),
+}
+
+# Paper name -> (qrerank train --head, --train-layers). "QB-tau" is the Bloch encoding with
+# only its temperature learnt; BFEC/QBFEC keep the encoder frozen, the others train its last layer.
+METHODS: dict[str, tuple[str, int]] = {
+    "QB-tau": ("none", 0),
+    "BFEC": ("linear", 0),
+    "QBFEC": ("qbec", 0),
+    "BT": ("cosine", 1),
+    "QBT": ("none", 1),
+    "BEC": ("linear", 1),
+    "QBEC": ("qbec", 1),
+}
+TWINS = {"QBT": "BT", "QBEC": "BEC", "QBFEC": "BFEC"}  # quantum method -> its classical twin
+LR = {"none": 0.01, "cosine": 1e-3, "linear": 1e-3, "qbec": 1e-3}
+
+
+class TestSet:
+    """The test queries, their fixed candidates, and cached base embeddings of both."""
+
+    def __init__(self, setup: Setup, encoder: Any, k: int = 100) -> None:
+        ds: Dataset = load_dataset(setup.test_dir, split="test", rel_level=setup.rel_level)
+        self.ds = ds
+        self.qids = list(ds.queries)
+        self.q_texts = [ds.queries[q] for q in self.qids]
+        corpus = ds.corpus
+        if setup.candidates == "cosine":
+            ids = list(corpus)
+            d_all = torch.from_numpy(encoder.encode([corpus[d].content for d in ids], show_progress=True))
+            q_all = torch.from_numpy(encoder.encode(self.q_texts))
+            top = cosine_candidates(q_all, d_all, k)
+            cands = {q: [ids[j] for j in row] for q, row in zip(self.qids, top.tolist(), strict=True)}
+            self.note = f"top-{k} of untrained cosine over {len(ids)} documents"
+        else:
+            cands, self.note = build_candidates(ds, Protocol.RERANK, setup.candidates, k)
+        self.cands = [cands.get(q, []) for q in self.qids]
+        self.doc_ids = list(dict.fromkeys(d for c in self.cands for d in c))
+        self.d_texts = [corpus[d].content for d in self.doc_ids]
+        row = {d: i for i, d in enumerate(self.doc_ids)}
+        self.rows = [torch.tensor([row[d] for d in c], dtype=torch.long) for c in self.cands]
+        self.q_emb = torch.from_numpy(encoder.encode(self.q_texts))
+        self.d_emb = torch.from_numpy(encoder.encode(self.d_texts))
+
+    @torch.no_grad()
+    def ndcg(
+        self, score: Any, q: torch.Tensor | None = None, d: torch.Tensor | None = None
+    ) -> dict[str, float]:
+        """Per-query nDCG@10 of ``score(q [c, ...], d [c, k, ...]) -> [c, k]`` on the candidates."""
+        q = self.q_emb if q is None else q
+        d = self.d_emb if d is None else d
+        run: dict[str, dict[str, float]] = {}
+        for i, qid in enumerate(self.qids):
+            if not len(self.rows[i]):
+                continue
+            s = score(q[i : i + 1], d[self.rows[i]].unsqueeze(0))[0]
+            run[qid] = {doc: float(v) for doc, v in zip(self.cands[i], s.tolist(), strict=True)}
+        return per_query(self.ds.qrels, run, self.qids, self.ds.rel_level)["nDCG@10"]
+
+
+def head_scorer(head: Head) -> Any:
+    head.eval()
+    return lambda q, d: similarity(head(q).unsqueeze(1), head(d), head.kind, "log")
+
+
+def cosine_scorer(q: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    return similarity(q.unsqueeze(1), d, "vector")
+
+
+def mean_se(xs: list[float]) -> tuple[float, float]:
+    m = float(np.mean(xs))
+    return m, (float(np.std(xs, ddof=1)) / math.sqrt(len(xs)) if len(xs) > 1 else float("nan"))
+
+
+def run_method(
+    name: str,
+    head: str,
+    layers: int,
+    *,
+    setup: Setup,
+    test: TestSet,
+    encoder: Any,
+    seed: int,
+    frac: float,
+    out_dim: int,
+    epochs: int,
+    tuner: LayerSplit | None,
+    form: str = "log",
+) -> dict[str, Any]:
+    config = TrainConfig(
+        head=head, out_dim=out_dim, split=setup.train_split, rel_level=setup.rel_level, frac=frac,
+        seed=seed, epochs=epochs, lr=LR[head], train_layers=layers, model=DEFAULT_MODEL,
+        val_depth=30 if layers else 100, patience=2, similarity=form,
+    )  # fmt: skip
+    data = load_training_data(
+        setup.train_dir, split=config.split, rel_level=config.rel_level, frac=frac,
+        val_frac=config.val_frac, seed=seed,
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    result = train_head(data, encoder, config, tuner=tuner if layers else None)
+    seconds = time.perf_counter() - t0
+    if layers:
+        assert tuner is not None
+        q, d = tuner.embed_eval(test.q_texts).cpu(), tuner.embed_eval(test.d_texts).cpu()
+        pq = test.ndcg(head_scorer(result.head), q, d)
+    else:
+        pq = test.ndcg(head_scorer(result.head))
+    ndcg = float(np.mean(list(pq.values())))
+    print(
+        f"  {name:7s} frac={frac:<5g} dim={out_dim:<4d} seed={seed}: nDCG@10 {ndcg:.4f} "
+        f"(val {result.best_val_ndcg10:.4f}, epoch {result.best_epoch}/{result.epochs_run}, "
+        f"{seconds:.1f}s, {len(data.train)} train queries)",
+        flush=True,
+    )
+    return {
+        "method": name, "head": head, "train_layers": layers, "seed": seed, "frac": frac, "out_dim": out_dim,
+        "ndcg@10": ndcg, "per_query": pq, "val_ndcg@10": result.best_val_ndcg10,
+        "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "seconds": seconds,
+        "train_queries": len(data.train), "parameters": result.trainable_parameters,
+        "head_parameters": result.head.num_parameters(),
+    }  # fmt: skip
+
+
+def summarise(
+    runs: list[dict[str, Any]], baseline: dict[str, float], key: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """Group runs by ``key``: mean +- SE over seeds, per-query mean, paired tests."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault(tuple(r[k] for k in key), []).append(r)
+    rows = []
+    for k, rs in groups.items():
+        mean, se = mean_se([r["ndcg@10"] for r in rs])
+        pq = {q: float(np.mean([r["per_query"][q] for r in rs])) for q in rs[0]["per_query"]}
+        vs_cos = paired_comparison(pq, baseline)
+        rows.append({
+            **dict(zip(key, k, strict=True)), "seeds": len(rs), "ndcg@10": mean, "se": se,
+            "parameters": rs[0]["parameters"], "head_parameters": rs[0]["head_parameters"],
+            "seconds": float(np.mean([r["seconds"] for r in rs])), "per_query": pq,
+            "vs_cosine": vs_cos.to_dict(),
+        })  # fmt: skip
+    return rows
+
+
+def fmt_p(c: dict[str, Any]) -> str:
+    mark = ("▲" if c["mean_diff"] > 0 else "▼") if c["significant"] else ""
+    return f"{100 * c['mean_diff']:+.2f} (p={c['p_value']:.2g}){mark}"
+
+
+def methods_table(rows: list[dict[str, Any]], cosine: float, base_dim: int) -> str:
+    by = {r["method"]: r for r in rows}
+    lines = [
+        "| method | encoder | head | trainable params | nDCG@10 (mean ± SE) | vs cosine | vs classical twin | s/run |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+        f"| cosine (untrained) | frozen | — | 0 | {100 * cosine:.2f} | | | |",
+    ]
+    for name in METHODS:
+        if name not in by:
+            continue
+        r = by[name]
+        twin = ""
+        if name in TWINS and TWINS[name] in by:
+            twin = (
+                fmt_p(paired_comparison(r["per_query"], by[TWINS[name]]["per_query"]).to_dict())
+                + f" vs {TWINS[name]}"
+            )
+        head, layers = METHODS[name]
+        lines.append(
+            f"| {name} | {'last layer trained' if layers else 'frozen'} | {head} ({base_dim}→{r['out_dim'] if head in ('linear', 'qbec') else base_dim}) "
+            f"| {r['parameters']:,} | {100 * r['ndcg@10']:.2f} ± {100 * r['se']:.2f} | {fmt_p(r['vs_cosine'])} | {twin} | {r['seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_lines(
+    series: dict[str, list[tuple[float, float, float]]], cosine: float, path: Path, xlabel: str, log_x: bool
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, pts in series.items():
+        pts = sorted(pts)
+        ax.errorbar([p[0] for p in pts], [100 * p[1] for p in pts], yerr=[100 * p[2] for p in pts],
+                    marker="o", capsize=3, label=name)  # fmt: skip
+    ax.axhline(100 * cosine, color="grey", linestyle="--", label="cosine (untrained)")
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("nDCG@10 (test)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("experiment", choices=("methods", "scarcity", "compression"))
+    p.add_argument("--data", choices=tuple(SETUPS), default="scifact")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--methods", default=None, help="comma-separated subset of " + ",".join(METHODS))
+    p.add_argument("--fracs", default="0.01,0.05,0.1,0.25,1.0")
+    p.add_argument("--dims", default="64,128,256")
+    p.add_argument(
+        "--out-dim", type=int, default=128, help="output dim of linear/QBEC heads (methods, scarcity)"
+    )
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument(
+        "--similarity", choices=("log", "linear"), default="log", help="training logit of state heads"
+    )
+    p.add_argument("--tag", default="", help="suffix of the result files")
+    args = p.parse_args(argv)
+
+    setup = SETUPS[args.data]
+    names = args.methods.split(",") if args.methods else (
+        list(METHODS) if args.experiment == "methods" else ["QB-tau", "BFEC", "QBFEC"]
+    )  # fmt: skip
+    unknown = set(names) - set(METHODS)
+    if unknown:
+        p.error(f"unknown methods {sorted(unknown)}")
+    seeds = list(range(args.seeds))
+    t_start = time.perf_counter()
+    encoder = load_encoder(DEFAULT_MODEL)
+    test = TestSet(setup, encoder)
+    base = test.ndcg(cosine_scorer)
+    cosine = float(np.mean(list(base.values())))
+    print(f"{args.data}: {len(test.qids)} test queries, candidates: {test.note}; cosine nDCG@10 {cosine:.4f}")
+    tuner = (
+        layer_split(DEFAULT_MODEL, 1, normalized=encoder.normalized)
+        if any(METHODS[n][1] for n in names)
+        else None
+    )
+
+    runs: list[dict[str, Any]] = []
+    extra: dict[str, Any] = {}
+    fracs = [float(x) for x in args.fracs.split(",")] if args.experiment == "scarcity" else [1.0]
+    dims = [int(x) for x in args.dims.split(",")] if args.experiment == "compression" else [args.out_dim]
+    for frac in fracs:
+        for dim in dims:
+            for name in names:
+                head, layers = METHODS[name]
+                if args.experiment == "compression" and head not in ("linear", "qbec"):
+                    continue
+                for seed in seeds:
+                    runs.append(run_method(
+                        name, head, layers, setup=setup, test=test, encoder=encoder, seed=seed, frac=frac,
+                        out_dim=dim, epochs=args.epochs, tuner=tuner, form=args.similarity,
+                    ))  # fmt: skip
+
+    key = ("method", "frac", "out_dim")
+    rows = summarise(runs, base, key)
+    dim = encoder.dim
+    md = [f"cosine (untrained) nDCG@10 = {100 * cosine:.2f} on {len(test.qids)} queries ({test.note})", ""]
+    if args.experiment == "methods":
+        md.append(methods_table(rows, cosine, dim))
+    elif args.experiment == "scarcity":
+        md += [
+            "| method | " + " | ".join(f"{100 * f:g}%" for f in fracs) + " |",
+            "|---|" + "---:|" * len(fracs),
+        ]
+        series: dict[str, list[tuple[float, float, float]]] = {}
+        for name in names:
+            cells = []
+            for f in fracs:
+                r = next((r for r in rows if r["method"] == name and r["frac"] == f), None)
+                if r is None:
+                    cells.append("")
+                    continue
+                series.setdefault(name, []).append((f * 100, r["ndcg@10"], r["se"]))
+                mark = "▲" if r["vs_cosine"]["significant"] and r["vs_cosine"]["mean_diff"] > 0 else (
+                    "▼" if r["vs_cosine"]["significant"] else "")  # fmt: skip
+                cells.append(f"{100 * r['ndcg@10']:.2f} ± {100 * r['se']:.2f}{mark}")
+            md.append(f"| {name} | " + " | ".join(cells) + " |")
+        md.append("")
+        md.append("Train queries per fraction: " + ", ".join(
+            f"{100 * f:g}% = {next(r['train_queries'] for r in runs if r['frac'] == f)}" for f in fracs))  # fmt: skip
+        OUT.mkdir(parents=True, exist_ok=True)
+        png = OUT / f"scarcity-{args.data}{args.tag}.png"
+        plot_lines(series, cosine, png, "training queries used (%)", log_x=True)
+        extra["plot"] = png.name
+    else:
+        # PCA: the unsupervised linear baseline, fitted on the test candidates' corpus embeddings.
+        d = test.d_emb.double()
+        mu = d.mean(0)
+        _, _, v = torch.linalg.svd(d - mu, full_matrices=False)
+        pca = {}
+        for k in dims:
+            proj = v[:k].T.float()
+            pq = test.ndcg(cosine_scorer, (test.q_emb - mu.float()) @ proj, (test.d_emb - mu.float()) @ proj)
+            pca[k] = {
+                "ndcg@10": float(np.mean(list(pq.values()))),
+                "vs_cosine": paired_comparison(pq, base).to_dict(),
+            }
+        extra["pca"] = pca
+        md += [
+            f"| out dim | bytes/vector (float32; {dim}-d input = {4 * dim}) | PCA | linear (BFEC) | QBEC (QBFEC) | QBEC vs linear | params linear / QBEC |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        series = {"linear (BFEC)": [], "QBEC (QBFEC)": [], "PCA": []}
+        for k in dims:
+            lin = next(r for r in rows if r["method"] == "BFEC" and r["out_dim"] == k)
+            qb = next(r for r in rows if r["method"] == "QBFEC" and r["out_dim"] == k)
+            cmp = paired_comparison(qb["per_query"], lin["per_query"]).to_dict()
+            md.append(
+                f"| {k} | {4 * k} ({dim / k:.1f}x smaller) | {100 * pca[k]['ndcg@10']:.2f} | {100 * lin['ndcg@10']:.2f} ± {100 * lin['se']:.2f} "
+                f"| {100 * qb['ndcg@10']:.2f} ± {100 * qb['se']:.2f} | {fmt_p(cmp)} | {lin['parameters']:,} / {qb['parameters']:,} |"
+            )
+            series["linear (BFEC)"].append((k, lin["ndcg@10"], lin["se"]))
+            series["QBEC (QBFEC)"].append((k, qb["ndcg@10"], qb["se"]))
+            series["PCA"].append((k, pca[k]["ndcg@10"], 0.0))
+        OUT.mkdir(parents=True, exist_ok=True)
+        png = OUT / f"compression-{args.data}{args.tag}.png"
+        plot_lines(series, cosine, png, "output dimensions / qubits", log_x=True)
+        extra["plot"] = png.name
+    table = "\n".join(md)
+    print(table)
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    stem = OUT / f"{args.experiment}-{args.data}{args.tag}"
+    stem.with_suffix(".md").write_text(table + "\n")
+    payload = {
+        "experiment": args.experiment, "data": args.data, "command": "python benchmarks/train_grid.py " + " ".join(argv or sys.argv[1:]),
+        "test_queries": len(test.qids), "candidates": test.note, "cosine_ndcg@10": cosine,
+        "summary": [{k: v for k, v in r.items() if k != "per_query"} for r in rows],
+        "runs": [{k: v for k, v in r.items() if k != "per_query"} for r in runs],
+        "seconds": time.perf_counter() - t_start, "environment": environment(), **extra,
+    }  # fmt: skip
+    stem.with_suffix(".json").write_text(json.dumps(payload, indent=1, default=float) + "\n")
+    print(f"wrote {stem}.json ({payload['seconds']:.0f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
