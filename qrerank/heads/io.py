@@ -103,6 +103,8 @@ def load_head(path: str | os.PathLike[str], *, in_dim: int | None = None) -> Hea
 def head_encoder_info(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """config.json's ``encoder`` entry of a head with fine-tuned encoder layers, else None."""
     cfg_path = Path(path) / "config.json"
+    if not cfg_path.is_file():
+        return None  # not a head at all: load_head says so
     try:
         cfg = json.loads(cfg_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:

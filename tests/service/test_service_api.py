@@ -299,7 +299,8 @@ def test_docs_page_is_served_offline(reranker: Reranker) -> None:
             got = c.get(f"/docs-assets/{asset}")
             assert got.status_code == 200 and len(got.content) > 10_000
         assert c.get("/openapi.json").status_code == 200
-        assert c.get("/redoc").status_code == 404  # ReDoc would need a CDN: off
+        auth = {"Authorization": "Bearer s3cret"}
+        assert c.get("/redoc", headers=auth).status_code == 404  # ReDoc would need a CDN: off
 
 
 # --- auth, CORS, timeouts ---------------------------------------------------------------------
