@@ -152,10 +152,11 @@ def run_method(
     epochs: int,
     tuner: LayerSplit | None,
     form: str = "log",
+    lr: float | None = None,
 ) -> dict[str, Any]:
     config = TrainConfig(
         head=head, out_dim=out_dim, split=setup.train_split, rel_level=setup.rel_level, frac=frac,
-        seed=seed, epochs=epochs, lr=LR[head], train_layers=layers, model=DEFAULT_MODEL,
+        seed=seed, epochs=epochs, lr=lr or LR[head], train_layers=layers, model=DEFAULT_MODEL,
         val_depth=30 if layers else 100, patience=2, similarity=form,
     )  # fmt: skip
     data = load_training_data(
@@ -275,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         "--out-dim", type=int, default=128, help="output dim of linear/QBEC heads (methods, scarcity)"
     )
     p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=None, help="learning rate of every head (default: per head)")
     p.add_argument(
         "--similarity", choices=("log", "linear"), default="log", help="training logit of state heads"
     )
@@ -314,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                 for seed in seeds:
                     runs.append(run_method(
                         name, head, layers, setup=setup, test=test, encoder=encoder, seed=seed, frac=frac,
-                        out_dim=dim, epochs=args.epochs, tuner=tuner, form=args.similarity,
+                        out_dim=dim, epochs=args.epochs, tuner=tuner, form=args.similarity, lr=args.lr,
                     ))  # fmt: skip
 
     key = ("method", "frac", "out_dim")
