@@ -157,7 +157,7 @@ def run_method(
     config = TrainConfig(
         head=head, out_dim=out_dim, split=setup.train_split, rel_level=setup.rel_level, frac=frac,
         seed=seed, epochs=epochs, lr=lr or LR[head], train_layers=layers, model=DEFAULT_MODEL,
-        val_depth=30 if layers else 100, patience=2, similarity=form,
+        val_depth=10 if layers else 100, patience=2, similarity=form,
     )  # fmt: skip
     data = load_training_data(
         setup.train_dir, split=config.split, rel_level=config.rel_level, frac=frac,
@@ -269,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", choices=tuple(SETUPS), default="scifact")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--methods", default=None, help="comma-separated subset of " + ",".join(METHODS))
-    p.add_argument("--fracs", default="0.01,0.05,0.1,0.25,1.0")
+    p.add_argument("--fracs", default="0.01,0.05,0.1,0.25,1.0", help="scarcity: shares of training queries")
+    p.add_argument("--frac", type=float, default=1.0, help="methods, compression: share of training queries")
     p.add_argument("--dims", default="64,128,256")
     p.add_argument(
         "--out-dim", type=int, default=128, help="output dim of linear/QBEC heads (methods, scarcity)"
@@ -304,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
 
     runs: list[dict[str, Any]] = []
     extra: dict[str, Any] = {}
-    fracs = [float(x) for x in args.fracs.split(",")] if args.experiment == "scarcity" else [1.0]
+    fracs = [float(x) for x in args.fracs.split(",")] if args.experiment == "scarcity" else [args.frac]
     dims = [int(x) for x in args.dims.split(",")] if args.experiment == "compression" else [args.out_dim]
     for frac in fracs:
         for dim in dims:
@@ -322,6 +323,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = summarise(runs, base, key)
     dim = encoder.dim
     md = [f"cosine (untrained) nDCG@10 = {100 * cosine:.2f} on {len(test.qids)} queries ({test.note})", ""]
+    if args.experiment != "scarcity":
+        used = sorted({r["train_queries"] for r in runs})
+        md[0] += (
+            f"; trained on {100 * args.frac:g}% of the training queries ({', '.join(map(str, used))} after the validation split)"
+        )
     if args.experiment == "methods":
         md.append(methods_table(rows, cosine, dim))
     elif args.experiment == "scarcity":
