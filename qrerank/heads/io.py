@@ -137,17 +137,9 @@ def load_head_encoder(
     from safetensors.torch import load as load_bytes
 
     from qrerank.embed.cache import CachedEncoder, EmbeddingCache
-    from qrerank.embed.models import load_encoder
-    from qrerank.embed.st import SentenceTransformerEncoder
-    from qrerank.train.tuning import apply_tuned_state
+    from qrerank.train.tuning import apply_tuned_state, base_encoder
 
-    base = load_encoder(
-        info["model"], device=device, normalize=bool(info.get("normalized", True)), cache=False
-    )
-    if not isinstance(base, SentenceTransformerEncoder):
-        raise InputError(
-            f"fine-tuned encoder layers need a sentence-transformers model, not {info['model']!r}"
-        )
+    base = base_encoder(info["model"], normalized=bool(info.get("normalized", True)), device=device)
     try:
         state = load_bytes(blob)
     except Exception as exc:  # safetensors raises its own error types for malformed files

@@ -95,7 +95,7 @@ class Reranker:
             if head_encoder_info(head) is not None:
                 # The head was trained together with its encoder's last layers: use that encoder.
                 if isinstance(encoder, str):
-                    encoder = load_head_encoder(head) or encoder
+                    encoder = load_head_encoder(head) or encoder  # never None here: info exists
                 elif "+tuned-" not in encoder.name:
                     raise InputError(
                         f"head {head} was trained with fine-tuned encoder layers; pass a model name "

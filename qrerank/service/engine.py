@@ -59,10 +59,9 @@ def finite(x: float, fallback: float = 0.0) -> float:
 def load_reranker(settings: Settings, index_model: str | None = None, normalized: bool = True) -> Reranker:
     """The Reranker the settings describe (model defaults to the index's model)."""
     from qrerank.embed.models import DEFAULT_MODEL, load_encoder
-
-    name = settings.model or index_model or DEFAULT_MODEL
     from qrerank.heads.io import load_head_encoder
 
+    name = settings.model or index_model or DEFAULT_MODEL
     # No on-disk embedding cache: a server must not grow a file with every text it is sent.
     tuned = load_head_encoder(settings.head, device=settings.device, cache=False) if settings.head else None
     encoder = tuned or load_encoder(name, device=settings.device, normalize=normalized, cache=False)

@@ -36,7 +36,7 @@ from qrerank.errors import InputError
 from qrerank.heads.io import save_head
 from qrerank.train.data import Example, TrainingData, cosine_candidates, load_training_data, mine_negatives
 from qrerank.train.losses import HardNegativeLoss
-from qrerank.train.tuning import LayerSplit
+from qrerank.train.tuning import LayerSplit, base_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +123,11 @@ class TrainResult:
     num_val_queries: int = 0
     num_pairs: int = 0
     encoder_state: dict[str, torch.Tensor] | None = None  # the fine-tuned layers (train_layers > 0)
-    encoder_parameters: int = 0
+
+    @property
+    def encoder_parameters(self) -> int:
+        """Fine-tuned encoder parameters (0 with a frozen encoder)."""
+        return sum(t.numel() for t in (self.encoder_state or {}).values())
 
     @property
     def trainable_parameters(self) -> int:
@@ -159,11 +163,7 @@ def build_head(name: str, in_dim: int, out_dim: int) -> Head:
 
 def layer_split(model: str, n: int, normalized: bool, device: str | None = None) -> LayerSplit:
     """The ``n``-layer :class:`LayerSplit` of sentence-transformers model ``model`` (uncached load)."""
-    from qrerank.embed.st import SentenceTransformerEncoder
-
-    enc = load_encoder(model, device=device, normalize=normalized, cache=False)
-    if not isinstance(enc, SentenceTransformerEncoder):
-        raise InputError(f"--train-layers needs a sentence-transformers model, not {model!r}")
+    enc = base_encoder(model, normalized=normalized, device=device)
     return LayerSplit(enc.model, n, renormalize=enc._renormalize)
 
 
@@ -363,7 +363,6 @@ def train_head(
         num_val_queries=len(data.val),
         num_pairs=len(pairs),
         encoder_state=best_encoder,
-        encoder_parameters=sum(p.numel() for p in tuner.parameters.values()) if tuner is not None else 0,
     )
 
 

@@ -20,13 +20,27 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as nnf
 from torch import nn
 
 from qrerank.errors import InputError
+
+if TYPE_CHECKING:
+    from qrerank.embed.st import SentenceTransformerEncoder
+
+
+def base_encoder(model: str, *, normalized: bool, device: str | None = None) -> SentenceTransformerEncoder:
+    """``model`` loaded uncached as a sentence-transformers encoder; other encoders are refused."""
+    from qrerank.embed.models import load_encoder
+    from qrerank.embed.st import SentenceTransformerEncoder
+
+    enc = load_encoder(model, device=device, normalize=normalized, cache=False)
+    if not isinstance(enc, SentenceTransformerEncoder):
+        raise InputError(f"fine-tuning encoder layers needs a sentence-transformers model, not {model!r}")
+    return enc
 
 
 class _Passthrough(nn.Module):
@@ -38,7 +52,7 @@ class _Passthrough(nn.Module):
         return inputs_embeds
 
 
-def _with_layers(model: nn.Module, layers: nn.ModuleList, embeddings: nn.Module | None) -> nn.Module:
+def _with_layers(model: Any, layers: nn.ModuleList, embeddings: nn.Module | None) -> nn.Module:
     """A shallow copy of ``model`` running only ``layers`` (parameters shared, not copied)."""
     clone = copy.copy(model)
     clone._modules = dict(model._modules)
