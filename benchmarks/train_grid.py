@@ -180,11 +180,35 @@ def run_method(
     )
     return {
         "method": name, "head": head, "train_layers": layers, "seed": seed, "frac": frac, "out_dim": out_dim,
-        "ndcg@10": ndcg, "per_query": pq, "val_ndcg@10": result.best_val_ndcg10,
+        "epochs": epochs, "lr": config.lr, "similarity": form, "ndcg@10": ndcg, "per_query": pq, "val_ndcg@10": result.best_val_ndcg10,
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "seconds": seconds,
         "train_queries": len(data.train), "parameters": result.trainable_parameters,
         "head_parameters": result.head.num_parameters(),
     }  # fmt: skip
+
+
+class RunLog:
+    """Finished runs, one JSON line each, written as they finish so an interrupted grid can resume.
+
+    Without ``resume`` the file starts empty; with it, earlier runs whose settings match are reused.
+    """
+
+    def __init__(self, path: Path, *, resume: bool) -> None:
+        self.path = path
+        self.runs: list[dict[str, Any]] = []
+        if resume and path.exists():
+            self.runs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("")
+
+    def find(self, **settings: Any) -> dict[str, Any] | None:
+        return next((r for r in self.runs if all(r.get(k) == v for k, v in settings.items())), None)
+
+    def add(self, run: dict[str, Any]) -> None:
+        self.runs.append(run)
+        with self.path.open("a") as f:
+            f.write(json.dumps(run, default=float) + "\n")
 
 
 def summarise(
@@ -281,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
         "--similarity", choices=("log", "linear"), default="log", help="training logit of state heads"
     )
     p.add_argument("--tag", default="", help="suffix of the result files")
+    p.add_argument(
+        "--resume", action="store_true",
+        help="keep the finished runs of an interrupted grid (its .runs.jsonl) and run only the rest",
+    )  # fmt: skip
     args = p.parse_args(argv)
 
     setup = SETUPS[args.data]
@@ -303,21 +331,34 @@ def main(argv: list[str] | None = None) -> int:
         else None
     )
 
-    runs: list[dict[str, Any]] = []
     extra: dict[str, Any] = {}
     fracs = [float(x) for x in args.fracs.split(",")] if args.experiment == "scarcity" else [args.frac]
     dims = [int(x) for x in args.dims.split(",")] if args.experiment == "compression" else [args.out_dim]
-    for frac in fracs:
-        for dim in dims:
-            for name in names:
-                head, layers = METHODS[name]
-                if args.experiment == "compression" and head not in ("linear", "qbec"):
-                    continue
-                for seed in seeds:
-                    runs.append(run_method(
-                        name, head, layers, setup=setup, test=test, encoder=encoder, seed=seed, frac=frac,
-                        out_dim=dim, epochs=args.epochs, tuner=tuner, form=args.similarity, lr=args.lr,
-                    ))  # fmt: skip
+    stem = OUT / f"{args.experiment}-{args.data}{args.tag}"
+    log = RunLog(stem.with_suffix(".runs.jsonl"), resume=args.resume)
+    runs: list[dict[str, Any]] = []
+    # Seed-major: an interrupted grid still has every method at the seeds it finished.
+    for seed in seeds:
+        for frac in fracs:
+            for dim in dims:
+                for name in names:
+                    head, layers = METHODS[name]
+                    if args.experiment == "compression" and head not in ("linear", "qbec"):
+                        continue
+                    lr = args.lr or LR[head]
+                    done = log.find(
+                        method=name, seed=seed, frac=frac, out_dim=dim, epochs=args.epochs, lr=lr,
+                        similarity=args.similarity,
+                    )  # fmt: skip
+                    if done is None:
+                        done = run_method(
+                            name, head, layers, setup=setup, test=test, encoder=encoder, seed=seed, frac=frac,
+                            out_dim=dim, epochs=args.epochs, tuner=tuner, form=args.similarity, lr=lr,
+                        )  # fmt: skip
+                        log.add(done)
+                    else:
+                        print(f"  {name:7s} frac={frac:<5g} dim={dim:<4d} seed={seed}: kept from {log.path.name}")
+                    runs.append(done)
 
     key = ("method", "frac", "out_dim")
     rows = summarise(runs, base, key)
@@ -393,7 +434,6 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
 
     OUT.mkdir(parents=True, exist_ok=True)
-    stem = OUT / f"{args.experiment}-{args.data}{args.tag}"
     stem.with_suffix(".md").write_text(table + "\n")
     payload = {
         "experiment": args.experiment, "data": args.data, "command": "python benchmarks/train_grid.py " + " ".join(argv or sys.argv[1:]),

@@ -211,10 +211,21 @@ class LayerSplit:
     @torch.no_grad()
     def embed_eval(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
         """:meth:`embed` in eval mode, chunked, without gradients (validation)."""
+        if not texts:
+            return torch.empty(0)
+        self._fill(texts)
+        # Similar lengths in a batch: each batch pads only to its own longest text.
+        order = sorted(range(len(texts)), key=lambda i: self._cache[texts[i]].shape[0])
         was = self._suffix.training
         self.train(False)
         try:
-            parts = [self.embed(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
+            parts = [
+                self.embed([texts[i] for i in order[s : s + batch_size]])
+                for s in range(0, len(order), batch_size)
+            ]
         finally:
             self.train(was)
-        return torch.cat(parts) if parts else torch.empty(0)
+        sorted_emb = torch.cat(parts)
+        out = torch.empty_like(sorted_emb)
+        out[torch.tensor(order, device=out.device)] = sorted_emb
+        return out

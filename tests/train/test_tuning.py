@@ -38,6 +38,8 @@ def test_split_computes_the_full_model(encoder, n: int) -> None:
     got = split.embed_eval(TEXTS)
     want = torch.from_numpy(encoder.encode(TEXTS))
     assert torch.allclose(got, want, atol=1e-5)
+    # Batched by length internally; rows still come back in the caller's order.
+    assert torch.allclose(split.embed_eval(TEXTS, batch_size=2), want, atol=1e-5)
     assert split.cached_texts == len(TEXTS)
     # Only the last n layers train: their gradients exist, the rest stay frozen.
     split.train()
