@@ -17,7 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("rerank", help="rerank the documents of a JSONL file for a query")
     p.add_argument("query")
     p.add_argument("docs", help='JSONL, one {"text": ...} or BEIR {"_id", "title", "text"} per line')
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"encoder name or path (default {DEFAULT_MODEL})")
+    p.add_argument(
+        "--model", default=None,
+        help=f"encoder name or path (default: a tuned --head's own encoder, else {DEFAULT_MODEL})",
+    )  # fmt: skip
     p.add_argument("--backend", choices=BACKENDS, default="closed-form", help="how fidelity is computed")
     p.add_argument("--shots", type=positive_int, default=None, help="shots for simulator backends")
     add_scoring_args(p)

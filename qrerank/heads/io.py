@@ -115,18 +115,30 @@ def head_encoder_info(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     return info
 
 
+def _model_key(name: str) -> str:
+    """A model name without its hub namespace, so "sentence-transformers/x" matches "x"."""
+    return name.rstrip("/").rsplit("/", 1)[-1].lower()
+
+
 def load_head_encoder(
-    path: str | os.PathLike[str], *, device: str | None = None, cache: bool = True
+    path: str | os.PathLike[str], *, device: str | None = None, cache: bool = True, model: str | None = None
 ) -> Encoder | None:
     """The fine-tuned encoder a head was trained with (``--train-layers N``), or None.
 
     Loads the base model named in config.json and writes the saved layers into it. Its name
     carries the weights' hash, so on-disk embedding caches never mix it with the base model.
+    ``model``, when given, must name that base model: a user who asked for another encoder
+    gets an error rather than silently the head's.
     """
     path = Path(path)
     info = head_encoder_info(path)
     if info is None:
         return None
+    if model is not None and _model_key(model) != _model_key(info["model"]):
+        raise InputError(
+            f"head {path} was trained with fine-tuned layers of {info['model']}, not {model}; "
+            "leave the model unset to use the head's own encoder"
+        )
     weights = path / str(info.get("file", ENCODER_FILE))
     if not weights.is_file():
         raise InputError(f"{path} names a fine-tuned encoder but {weights.name} is missing")

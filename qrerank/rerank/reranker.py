@@ -65,7 +65,8 @@ class Reranker:
     """Rerank documents for a query with quantum-inspired similarity.
 
     Args:
-        encoder: an Encoder or a model name for :func:`qrerank.load_encoder`.
+        encoder: an Encoder or a model name for :func:`qrerank.load_encoder`; None = the
+            default model, or the fine-tuned encoder a saved ``head`` was trained with.
         method: "cosine", "fidelity" (log-fidelity of Bloch states) or "hybrid" (blend).
         alpha: hybrid weight of cosine; 1 - alpha goes to the quantum score.
         tau: Bloch temperature; None = 1/sqrt(d).
@@ -78,7 +79,7 @@ class Reranker:
 
     def __init__(
         self,
-        encoder: Encoder | str = DEFAULT_MODEL,
+        encoder: Encoder | str | None = None,
         *,
         method: Method | str = Method.HYBRID,
         alpha: float = 0.5,
@@ -94,13 +95,15 @@ class Reranker:
 
             if head_encoder_info(head) is not None:
                 # The head was trained together with its encoder's last layers: use that encoder.
-                if isinstance(encoder, str):
-                    encoder = load_head_encoder(head) or encoder  # never None here: info exists
+                if encoder is None or isinstance(encoder, str):
+                    encoder = load_head_encoder(head, model=encoder) or encoder  # not None: info exists
                 elif "+tuned-" not in encoder.name:
                     raise InputError(
                         f"head {head} was trained with fine-tuned encoder layers; pass a model name "
                         f"(or encoder=load_head_encoder(head)) instead of the base encoder {encoder.name}"
                     )
+        if encoder is None:
+            encoder = DEFAULT_MODEL
         self.encoder = load_encoder(encoder) if isinstance(encoder, str) else encoder
         self.method = parse_method(method)
         if not 0.0 <= alpha <= 1.0:

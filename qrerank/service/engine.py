@@ -63,7 +63,11 @@ def load_reranker(settings: Settings, index_model: str | None = None, normalized
 
     name = settings.model or index_model or DEFAULT_MODEL
     # No on-disk embedding cache: a server must not grow a file with every text it is sent.
-    tuned = load_head_encoder(settings.head, device=settings.device, cache=False) if settings.head else None
+    tuned = (
+        load_head_encoder(settings.head, device=settings.device, cache=False, model=settings.model)
+        if settings.head
+        else None
+    )
     encoder = tuned or load_encoder(name, device=settings.device, normalize=normalized, cache=False)
     return Reranker(
         encoder,

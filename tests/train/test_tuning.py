@@ -100,6 +100,11 @@ def test_train_layers_loss_falls_and_head_reloads(head: str, beir_dir: Path, tmp
     assert len(rr.rank("qubit", TEXTS)) == 3
     with pytest.raises(InputError, match="fine-tuned encoder"):
         Reranker(load_encoder(MODEL, cache=False), head=out)
+    # No model named: the head's own; another model named: refused, not silently replaced.
+    assert Reranker(head=out).encoder.name == tuned.name
+    assert Reranker(f"sentence-transformers/{MODEL}", head=out).encoder.name == tuned.name
+    with pytest.raises(InputError, match="not all-mpnet-base-v2"):
+        Reranker("all-mpnet-base-v2", head=out)
 
 
 def test_corrupt_encoder_weights_refused(beir_dir: Path, tmp_path: Path) -> None:
