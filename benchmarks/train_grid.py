@@ -24,6 +24,7 @@ compression) and prints the table.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -153,6 +154,7 @@ def run_method(
     tuner: LayerSplit | None,
     form: str = "log",
     lr: float | None = None,
+    steps: int | None = None,
 ) -> dict[str, Any]:
     config = TrainConfig(
         head=head, out_dim=out_dim, split=setup.train_split, rel_level=setup.rel_level, frac=frac,
@@ -163,6 +165,12 @@ def run_method(
         setup.train_dir, split=config.split, rel_level=config.rel_level, frac=frac,
         val_frac=config.val_frac, seed=seed,
     )  # fmt: skip
+    if steps:
+        # A fixed optimizer-step budget: as many epochs as it takes, no early stop (the best
+        # epoch on validation is still the one kept), so small fractions are not under-trained.
+        per_epoch = math.ceil(sum(len(ex.positives) for ex in data.train) / config.batch_size)
+        n_epochs = max(1, math.ceil(steps / max(per_epoch, 1)))
+        config = dataclasses.replace(config, epochs=n_epochs, patience=n_epochs)
     result = train_head(data, encoder, config, tuner=tuner if layers else None)
     seconds = result.train_seconds  # training only: the first run also encodes the corpus (cached after)
     if layers:
@@ -180,7 +188,7 @@ def run_method(
     )
     return {
         "method": name, "head": head, "train_layers": layers, "seed": seed, "frac": frac, "out_dim": out_dim,
-        "epochs": epochs, "lr": config.lr, "similarity": form, "ndcg@10": ndcg, "per_query": pq, "val_ndcg@10": result.best_val_ndcg10,
+        "epochs": epochs, "steps": steps, "lr": config.lr, "similarity": form, "ndcg@10": ndcg, "per_query": pq, "val_ndcg@10": result.best_val_ndcg10,
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "seconds": seconds,
         "train_queries": len(data.train), "parameters": result.trainable_parameters,
         "head_parameters": result.head.num_parameters(),
@@ -299,7 +307,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--out-dim", type=int, default=128, help="output dim of linear/QBEC heads (methods, scarcity)"
     )
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=10, help="most epochs (early stopping: patience 2)")
+    p.add_argument(
+        "--steps", type=int, default=None,
+        help="train every run for this many optimizer steps instead (no early stop; best epoch kept)",
+    )  # fmt: skip
     p.add_argument("--lr", type=float, default=None, help="learning rate of every head (default: per head)")
     p.add_argument(
         "--similarity", choices=("log", "linear"), default="log", help="training logit of state heads"
@@ -348,22 +360,30 @@ def main(argv: list[str] | None = None) -> int:
                     lr = args.lr or LR[head]
                     done = log.find(
                         method=name, seed=seed, frac=frac, out_dim=dim, epochs=args.epochs, lr=lr,
-                        similarity=args.similarity,
+                        similarity=args.similarity, steps=args.steps,
                     )  # fmt: skip
                     if done is None:
                         done = run_method(
                             name, head, layers, setup=setup, test=test, encoder=encoder, seed=seed, frac=frac,
                             out_dim=dim, epochs=args.epochs, tuner=tuner, form=args.similarity, lr=lr,
+                            steps=args.steps,
                         )  # fmt: skip
                         log.add(done)
                     else:
-                        print(f"  {name:7s} frac={frac:<5g} dim={dim:<4d} seed={seed}: kept from {log.path.name}")
+                        print(
+                            f"  {name:7s} frac={frac:<5g} dim={dim:<4d} seed={seed}: kept from {log.path.name}"
+                        )
                     runs.append(done)
 
     key = ("method", "frac", "out_dim")
     rows = summarise(runs, base, key)
     dim = encoder.dim
     md = [f"cosine (untrained) nDCG@10 = {100 * cosine:.2f} on {len(test.qids)} queries ({test.note})", ""]
+    md[0] += (
+        f"; every run trains for {args.steps} optimizer steps (batch 32, no early stop, best validation epoch kept)"
+        if args.steps
+        else f"; at most {args.epochs} epochs, early stopping with patience 2"
+    )
     if args.experiment != "scarcity":
         used = sorted({r["train_queries"] for r in runs})
         md[0] += (
