@@ -210,7 +210,8 @@ def evaluate(cfg: EvalConfig, *, encoder: Encoder | None = None) -> dict[str, An
     if enc is not None:
         from qrerank.heads.io import load_head, load_head_encoder
 
-        heads = {s.arg: load_head(s.arg, in_dim=enc.dim) for s in specs if s.kind is MethodKind.HEAD}
+        # float64 like every dense score here (see CandidateScorer).
+        heads = {s.arg: load_head(s.arg, in_dim=enc.dim).double() for s in specs if s.kind is MethodKind.HEAD}
         for key in heads:
             # A head trained with its encoder's last layers scores that encoder's embeddings.
             tuned = load_head_encoder(key)

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from qrerank.core.head import BlochHead
 from qrerank.embed.cache import CachedEncoder, EmbeddingCache
@@ -14,6 +15,7 @@ from qrerank.errors import InputError
 from qrerank.eval.evaluator import EvalConfig, evaluate
 from qrerank.eval.report import write_outputs
 from qrerank.heads.io import save_head
+from qrerank.train import build_head
 from tests.eval.test_metrics import BM25_EXPECTED
 
 L2 = math.log2
@@ -146,3 +148,20 @@ def test_outputs_on_disk(tiny: Path, encoder, tmp_path: Path) -> None:
     for name in ("per_query_delta", "tau_sweep", "alpha_sweep"):
         assert files[name].stat().st_size > 1000
     assert not (out / "runs" / "run_bm25.trec").exists()  # anchors are not copied
+
+
+@pytest.mark.parametrize("name", ["linear", "qbec", "angle"])
+def test_float32_heads_score_float64_embeddings(name: str, tiny: Path, encoder, tmp_path: Path) -> None:
+    # Saved heads hold float32 weights and the evaluator scores in float64: every kind must run.
+    head = build_head(name, 2, 1 if name == "qbec" else 2)  # QBEC compresses: out < in
+    if name == "linear":
+        # tanh(1e-3 u) ~ 1e-3 u: the head ranks exactly as cosine does.
+        with torch.no_grad():
+            head.proj.weight.copy_(1e-3 * torch.eye(2))
+            head.proj.bias.zero_()
+    head_dir = save_head(head, tmp_path / name)
+    res = evaluate(cfg(tiny, protocol="rerank", methods=f"cosine,head:{head_dir}"), encoder=encoder)
+    got = res["metrics"][f"head:{name}"]
+    assert all(math.isfinite(v) for v in got.values())
+    if name == "linear":
+        assert got == pytest.approx(res["metrics"]["cosine"])
