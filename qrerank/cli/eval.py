@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from pathlib import Path
 
 from qrerank.cli._common import positive_int, write
 from qrerank.embed.models import DEFAULT_MODEL
@@ -85,13 +86,19 @@ def run(args: argparse.Namespace) -> int:
     if any(t <= 0 for t in (args.taus or ())) or (args.tau is not None and args.tau <= 0):
         raise InputError("tau must be positive")
     if args.protocol == "sts":
+        from qrerank.eval.methods import MethodKind, parse_methods
         from qrerank.eval.sts import ALPHAS, evaluate_sts, format_sts_table, write_sts_outputs
 
+        # cosine, fidelity and hybrid always run on STS; head:PATH entries add trained heads.
+        heads = [s.arg for s in parse_methods(args.methods) if s.kind is MethodKind.HEAD]
+        for h in heads:
+            if not Path(h).exists():
+                raise InputError(f"no head at {h}")
         encoder = load_encoder(args.model)
         result = evaluate_sts(
             args.data_dir, encoder=encoder, split=args.split, tune_split=args.tune_split, taus=args.taus,
             alphas=args.alphas or ALPHAS, batch_size=args.batch_size, show_progress=not args.no_progress,
-            n_resamples=args.bootstrap or 2000,
+            n_resamples=args.bootstrap or 2000, heads=heads,
         )  # fmt: skip
         result["meta"]["command"] = _command_line()
         write_sts_outputs(result, args.out)

@@ -21,6 +21,7 @@ import json
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,7 @@ class _Pairs:
     """Embeddings of one split and the pair scores of each method."""
 
     def __init__(self, path: Path, encoder: Encoder, batch_size: int, show_progress: bool) -> None:
+        self.path = path
         s1, s2, self.gold = read_sts(path)
         # float64 keeps log F finite for saturated qubits (see eval.methods.CandidateScorer).
         self.a, self.b = (
@@ -118,6 +120,20 @@ def spearman_diff_ci(
     }
 
 
+@torch.no_grad()
+def _head_scores(
+    path: Path, test: _Pairs, encoder: Encoder, batch_size: int, show_progress: bool
+) -> torch.Tensor:
+    """``[pairs]`` similarity of a saved head's outputs for the two sentences of each pair."""
+    from qrerank.core.similarity import similarity
+    from qrerank.heads.io import load_head, load_head_encoder
+
+    head = load_head(path, in_dim=encoder.dim).double().eval()  # float64, as the pairs
+    tuned = load_head_encoder(path)
+    pairs = test if tuned is None else _Pairs(test.path, tuned, batch_size, show_progress)
+    return similarity(head(pairs.a), head(pairs.b), head.kind, "log")
+
+
 def evaluate_sts(
     data_dir: str | os.PathLike[str],
     *,
@@ -129,8 +145,14 @@ def evaluate_sts(
     batch_size: int = 64,
     n_resamples: int = 2000,
     show_progress: bool = True,
+    heads: Sequence[str | os.PathLike[str]] = (),
 ) -> dict[str, Any]:
-    """Spearman/Pearson of cosine, fidelity and hybrid on ``split``; tau, alpha tuned on ``tune_split``."""
+    """Spearman/Pearson of cosine, fidelity and hybrid on ``split``; tau, alpha tuned on ``tune_split``.
+
+    Each of ``heads`` (saved by ``qrerank train``) adds ``head:NAME``: its similarity of the two
+    sentences' head outputs (cosine for vector heads, log F for state heads), computed on the
+    head's fine-tuned encoder when it has one.
+    """
     t0 = time.perf_counter()
     root = Path(data_dir)
     if not root.is_dir():
@@ -160,6 +182,13 @@ def evaluate_sts(
         )
         for name, scores in (("fidelity", test.log_f(tau)), ("hybrid", test.hybrid(tau, alpha)))
     }  # fmt: skip
+    for path in heads:
+        name = f"head:{Path(path).name}"
+        scores = _head_scores(Path(path), test, encoder, batch_size, show_progress)
+        metrics[name] = correlations(scores, test.gold)
+        ci[name] = spearman_diff_ci(
+            scores.numpy(), test.cos.numpy().astype(np.float64), test.gold, n_resamples=n_resamples
+        )
     sweeps: dict[str, list[dict[str, Any]]] = {"tau": [], "alpha": []}
     for t in grid:
         m = metrics[f"fidelity[tau={t:.4g}]"] = correlations(test.log_f(t), test.gold)
@@ -208,6 +237,7 @@ def format_sts_table(result: dict[str, Any]) -> str:
         "fidelity": f"fidelity (τ={tuned['tau']:.4g})",
         "hybrid": f"hybrid (τ={tuned['tau']:.4g}, α={tuned['alpha']:.2g})",
     }
+    labels.update({name: f"`{name}` (trained)" for name in m if name.startswith("head:")})
     for name, label in labels.items():
         c = ci.get(name)
         delta = f"{100 * c['diff']:+.2f} [{100 * c['ci_low']:+.2f}, {100 * c['ci_high']:+.2f}]" if c else "—"

@@ -7,7 +7,11 @@ Two input layouts:
   (1 by default; 2 for graded TREC qrels where 1 means "partially relevant");
 - a JSONL file of ``{"query": str, "pos": str | [str], "neg": [str]}`` objects; every distinct
   text becomes a corpus document (id ``d0``, ``d1``, ...), listed negatives count as judged
-  non-relevant.
+  non-relevant;
+- an STS-B folder (``sts-SPLIT.tsv``, gold similarity 0-5): each distinct ``sentence1`` is a
+  query and the ``sentence2`` column is the corpus; a pair scored ``>= 4`` ("mostly equivalent"
+  in the STS guidelines) is a positive, one scored ``<= 1`` a judged negative, and the rounded
+  score is the nDCG gain on validation.
 
 Hard negatives are mined by :func:`mine_negatives` from first-stage cosine retrieval over the
 corpus embeddings (the top-ranked documents not judged relevant), after any judged-non-relevant
@@ -159,6 +163,48 @@ def load_triples(
     return TrainingData(docs=docs, train=train, val=val, source=str(path), info={"format": "triples"})
 
 
+STS_POSITIVE = 4.0  # STS-B annotation: 4 = "mostly equivalent", 5 = "completely equivalent"
+STS_NEGATIVE = 1.0  # 1 = "not equivalent, but on the same topic"; 0 = "on different topics"
+
+
+def load_sts(
+    root: str | os.PathLike[str],
+    *,
+    split: str = "train",
+    frac: float = 1.0,
+    val_frac: float = 0.1,
+    seed: int = 42,
+) -> TrainingData:
+    """STS-B pairs as retrieval: find the paraphrases of ``sentence1`` among all ``sentence2``."""
+    from qrerank.eval.sts import read_sts
+
+    root = Path(root)
+    s1, s2, gold = read_sts(root / f"sts-{split}.tsv")
+    doc_id = {t: f"s{i}" for i, t in enumerate(dict.fromkeys(s2))}
+    judged: dict[str, dict[str, float]] = {}
+    for a, b, g in zip(s1, s2, gold.tolist(), strict=True):
+        judged.setdefault(a, {})[doc_id[b]] = max(g, judged.get(a, {}).get(doc_id[b], g))
+    examples = []
+    for i, (query, scores) in enumerate(judged.items()):
+        positives = tuple(sorted(d for d, g in scores.items() if g >= STS_POSITIVE))
+        if not positives:
+            continue
+        relevance = {d: round(g) for d, g in scores.items()}
+        if query in doc_id:  # the very sentence sits in the corpus: it is no negative
+            relevance[doc_id[query]] = 5
+        negatives = tuple(sorted(d for d, g in scores.items() if g <= STS_NEGATIVE))
+        examples.append(
+            Example(
+                query_id=f"q{i}", query=query, positives=positives, relevance=relevance,
+                judged_negatives=negatives, negatives=negatives,
+            )
+        )  # fmt: skip
+    train, val = _split(examples, frac=frac, val_frac=val_frac, seed=seed)
+    docs = {d: t for t, d in doc_id.items()}
+    info = {"format": "sts", "split": split, "pairs": len(gold), "queries_with_positives": len(examples)}
+    return TrainingData(docs=docs, train=train, val=val, source=str(root), info=info)
+
+
 def load_training_data(
     src: str | os.PathLike[str],
     *,
@@ -168,11 +214,15 @@ def load_training_data(
     val_frac: float = 0.1,
     seed: int = 42,
 ) -> TrainingData:
-    """A BEIR folder (has ``corpus.jsonl``) or a triples ``.jsonl`` file."""
+    """A BEIR folder (has ``corpus.jsonl``), an STS-B folder (``sts-*.tsv``) or a triples ``.jsonl``."""
     src = Path(src)
     if src.is_dir():
         if not (src / "corpus.jsonl").is_file():
-            raise InputError(f"{src} is not a BEIR dataset folder (no corpus.jsonl)")
+            if any(src.glob("sts-*.tsv")):
+                return load_sts(src, split=split, frac=frac, val_frac=val_frac, seed=seed)
+            raise InputError(
+                f"{src} is neither a BEIR dataset folder (no corpus.jsonl) nor STS-B (no sts-*.tsv)"
+            )
         return load_beir(src, split=split, rel_level=rel_level, frac=frac, val_frac=val_frac, seed=seed)
     if src.is_file():
         return load_triples(src, frac=frac, val_frac=val_frac, seed=seed)

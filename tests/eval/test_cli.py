@@ -91,3 +91,18 @@ def test_cli_sts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["cosine"]) == {"spearman", "pearson"}
     assert (out / "tau_sweep.png").is_file() and "Spearman" in capsys.readouterr().out
+
+
+def test_cli_sts_with_head(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from qrerank.heads.io import save_head
+    from qrerank.train import build_head
+    from tests.eval.conftest import TINY_STS
+
+    head = save_head(build_head("linear", 64, 8), tmp_path / "lin")
+    out = tmp_path / "sts"
+    assert main(eval_args(TINY_STS, out, "--protocol", "sts", "--methods", f"cosine,head:{head}")) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["head:lin"]) == {"spearman", "pearson"}
+    assert "`head:lin` (trained)" in capsys.readouterr().out
+    assert main(eval_args(TINY_STS, out, "--protocol", "sts", "--methods", f"head:{tmp_path / 'nope'}")) == 2
+    assert "no head at" in capsys.readouterr().err

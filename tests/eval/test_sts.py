@@ -37,3 +37,19 @@ def test_sts_refuses_to_tune_on_test(sts_encoder) -> None:
         evaluate_sts(TINY_STS, encoder=sts_encoder, split="test", tune_split="test")
     with pytest.raises(InputError, match="no STS file"):
         evaluate_sts(TINY_STS, encoder=sts_encoder, split="train", tune_split=None)
+
+
+def test_head_on_sts_matches_fidelity_at_its_tau(sts_encoder, tmp_path: Path) -> None:
+    # A Bloch head with a fixed tau is fidelity at that tau (the tau sweep's entry).
+    from qrerank.core.head import BlochHead
+    from qrerank.heads.io import save_head
+
+    head_dir = save_head(BlochHead(2, tau=0.3, learn_tau=False), tmp_path / "bloch")
+    res = evaluate_sts(
+        TINY_STS, encoder=sts_encoder, tune_split=None, taus=(0.3,), n_resamples=200,
+        show_progress=False, heads=[head_dir],
+    )  # fmt: skip
+    assert res["metrics"]["head:bloch"] == pytest.approx(res["metrics"]["fidelity[tau=0.3]"])
+    assert "head:bloch" in res["spearman_diff_vs_cosine"]
+    files = write_sts_outputs(res, tmp_path / "out")
+    assert "`head:bloch` (trained)" in files["table"].read_text()

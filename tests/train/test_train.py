@@ -205,3 +205,64 @@ def test_without_validation_keeps_last_epoch_and_strict_json(beir_dir: Path, tmp
 
     cfg = json.loads((tmp_path / "h" / "config.json").read_text(), parse_constant=no_nan)
     assert cfg["metrics"]["val_ndcg@10"] is None
+
+
+def _write_sts(root: Path) -> Path:
+    """STS-B layout: pairs scored 0-5; "t0 ..." reappears as a sentence2 of another pair."""
+    rows = [
+        ("t0 a cat sits on the mat", "a cat is sitting on a mat", 4.8),
+        ("t0 a cat sits on the mat", "stock markets fell sharply", 0.2),
+        ("t1 a man plays guitar", "a man is playing a guitar", 4.2),
+        ("t1 a man plays guitar", "a man plays a violin", 2.4),
+        ("t2 the ocean is calm", "t0 a cat sits on the mat", 0.0),
+        ("t3 two dogs run in snow", "two dogs are running through snow", 5.0),
+        ("t4 a child reads a book", "a kid is reading", 3.6),
+    ]
+    root.mkdir(parents=True)
+    lines = ["genre\tfile\tyear\tsid\tscore\tsentence1\tsentence2"]
+    lines += [f"main\tx\t2012\t{i:04d}\t{g}\t{a}\t{b}" for i, (a, b, g) in enumerate(rows)]
+    (root / "sts-train.tsv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_sts_pairs_as_training_queries(tmp_path: Path) -> None:
+    root = _write_sts(tmp_path / "stsb")
+    data = load_training_data(root, split="train", val_frac=0.0)
+    assert data.info["format"] == "sts" and data.info["pairs"] == 7
+    by_query = {ex.query: ex for ex in data.train}
+    # Only sentences with a pair scored >= 4 are queries (t2 and t4 have none).
+    assert set(by_query) == {"t0 a cat sits on the mat", "t1 a man plays guitar", "t3 two dogs run in snow"}
+    cat = by_query["t0 a cat sits on the mat"]
+    assert [data.docs[d] for d in cat.positives] == ["a cat is sitting on a mat"]
+    assert [data.docs[d] for d in cat.judged_negatives] == ["stock markets fell sharply"]
+    # The query's own text is in the corpus (t2's partner): graded 5, so never mined as a negative.
+    own = next(d for d, t in data.docs.items() if t == cat.query)
+    assert cat.relevance[own] == 5
+    guitar = by_query["t1 a man plays guitar"]
+    assert sorted(guitar.relevance.values()) == [2, 4] and not guitar.judged_negatives
+    mined = mine_negatives(
+        data.train, _embed([e.query for e in data.train]), _embed(list(data.docs.values())), list(data.docs)
+    )
+    assert all(own not in ex.negatives for ex in mined if ex.query == cat.query)
+    with pytest.raises(InputError, match="neither a BEIR dataset folder"):
+        load_training_data(tmp_path)
+
+
+def test_cli_trains_on_sts(tmp_path: Path) -> None:
+    root = _write_sts(tmp_path / "stsb")
+    out = tmp_path / "sts-head"
+    argv = [
+        "train",
+        str(root),
+        "--head",
+        "linear",
+        "--out-dim",
+        "8",
+        "--epochs",
+        "2",
+        "--model",
+        "hashing-64",
+    ]
+    assert main([*argv, "--val-frac", "0.34", "--out", str(out)]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["head"] == "linear" and load_head(out, in_dim=64).out_dim == 8
