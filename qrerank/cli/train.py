@@ -11,10 +11,12 @@ from qrerank.embed.models import DEFAULT_MODEL
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "train", help="train a head (none|cosine|linear|qbec|angle) on a BEIR folder or triples JSONL"
+        "train",
+        help="train a head (none|cosine|linear|qbec|angle) on a BEIR or STS-B folder, or triples JSONL",
     )
     p.add_argument(
-        "data", help="BEIR dataset dir (corpus.jsonl, queries.jsonl, qrels/) or {query,pos,neg} JSONL"
+        "data",
+        help="BEIR dataset dir (corpus.jsonl, queries.jsonl, qrels/), STS-B dir (sts-SPLIT.tsv) or {query,pos,neg} JSONL",
     )
     p.add_argument("--out", required=True, metavar="HEAD_DIR", help="directory to write the best head to")
     p.add_argument(
