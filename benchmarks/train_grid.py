@@ -248,9 +248,9 @@ def fmt_p(c: dict[str, Any]) -> str:
 def methods_table(rows: list[dict[str, Any]], cosine: float, base_dim: int) -> str:
     by = {r["method"]: r for r in rows}
     lines = [
-        "| method | encoder | head | trainable params | nDCG@10 (mean ± SE) | vs cosine | vs classical twin | s/run |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
-        f"| cosine (untrained) | frozen | — | 0 | {100 * cosine:.2f} | | | |",
+        "| method | encoder | head | trainable params | seeds | nDCG@10 (mean ± SE) | vs cosine | vs classical twin | s/run |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        f"| cosine (untrained) | frozen | — | 0 | | {100 * cosine:.2f} | | | |",
     ]
     for name in METHODS:
         if name not in by:
@@ -265,7 +265,7 @@ def methods_table(rows: list[dict[str, Any]], cosine: float, base_dim: int) -> s
         head, layers = METHODS[name]
         lines.append(
             f"| {name} | {'last layer trained' if layers else 'frozen'} | {head} ({base_dim}→{r['out_dim'] if head in ('linear', 'qbec') else base_dim}) "
-            f"| {r['parameters']:,} | {100 * r['ndcg@10']:.2f} ± {100 * r['se']:.2f} | {fmt_p(r['vs_cosine'])} | {twin} | {r['seconds']:.0f} |"
+            f"| {r['parameters']:,} | {r['seeds']} | {100 * r['ndcg@10']:.2f} ± {100 * r['se']:.2f} | {fmt_p(r['vs_cosine'])} | {twin} | {r['seconds']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -321,7 +321,13 @@ def main(argv: list[str] | None = None) -> int:
         "--resume", action="store_true",
         help="keep the finished runs of an interrupted grid (its .runs.jsonl) and run only the rest",
     )  # fmt: skip
+    p.add_argument(
+        "--report-only", action="store_true",
+        help="with --resume: tabulate the finished runs of the log and start none",
+    )  # fmt: skip
     args = p.parse_args(argv)
+    if args.report_only and not args.resume:
+        p.error("--report-only reads an earlier grid's runs: add --resume")
 
     setup = SETUPS[args.data]
     names = args.methods.split(",") if args.methods else (
@@ -362,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
                         method=name, seed=seed, frac=frac, out_dim=dim, epochs=args.epochs, lr=lr,
                         similarity=args.similarity, steps=args.steps,
                     )  # fmt: skip
+                    if done is None and args.report_only:
+                        continue
                     if done is None:
                         done = run_method(
                             name, head, layers, setup=setup, test=test, encoder=encoder, seed=seed, frac=frac,
@@ -375,6 +383,9 @@ def main(argv: list[str] | None = None) -> int:
                         )
                     runs.append(done)
 
+    if not runs:
+        print(f"no finished runs in {log.path.name}", file=sys.stderr)
+        return 1
     key = ("method", "frac", "out_dim")
     rows = summarise(runs, base, key)
     dim = encoder.dim
