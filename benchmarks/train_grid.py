@@ -1,7 +1,8 @@
 """The training experiments of arXiv 2501.04591, on the data we have, with seeds and significance.
 
 Three experiments, each one command (``--data scifact`` trains on SciFact train and tests on
-SciFact test; ``--data dl`` trains on the judged pairs of TREC DL 2019 and tests on DL 2020):
+SciFact test; ``--data dl`` trains on the judged pairs of TREC DL 2019 and tests on DL 2020,
+``--data dl-reverse`` the other way round):
 
     python benchmarks/train_grid.py methods --data scifact      # BT/QBT/BEC/QBEC/BFEC/QBFEC
     python benchmarks/train_grid.py methods --data dl
@@ -66,6 +67,7 @@ class Setup:
 SETUPS = {
     "scifact": Setup(DATA / "scifact", "train", 1, DATA / "scifact", "cosine"),
     "dl": Setup(DATA / "trec-dl-2019-passage", "test", 2, DATA / "trec-dl-2020-passage", "bm25"),
+    "dl-reverse": Setup(DATA / "trec-dl-2020-passage", "test", 2, DATA / "trec-dl-2019-passage", "bm25"),
 }
 
 # Paper name -> (qrerank train --head, --train-layers). "QB-tau" is the Bloch encoding with
