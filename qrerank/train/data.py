@@ -183,7 +183,8 @@ def load_sts(
     doc_id = {t: f"s{i}" for i, t in enumerate(dict.fromkeys(s2))}
     judged: dict[str, dict[str, float]] = {}
     for a, b, g in zip(s1, s2, gold.tolist(), strict=True):
-        judged.setdefault(a, {})[doc_id[b]] = max(g, judged.get(a, {}).get(doc_id[b], g))
+        scores = judged.setdefault(a, {})
+        scores[doc_id[b]] = max(g, scores.get(doc_id[b], g))  # a pair listed twice: keep the higher
     examples = []
     for i, (query, scores) in enumerate(judged.items()):
         positives = tuple(sorted(d for d, g in scores.items() if g >= STS_POSITIVE))
