@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 GRID = Path(__file__).resolve().parents[2] / "benchmarks" / "train_grid.py"
@@ -12,6 +13,7 @@ def _load_module():
     spec = importlib.util.spec_from_file_location("bench_train_grid", GRID)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
     spec.loader.exec_module(module)
     return module
 
