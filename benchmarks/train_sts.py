@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     encoder = load_encoder(DEFAULT_MODEL)
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        dirs: dict[str, tuple[str, int]] = {}
+        dirs: dict[str, dict[str, Any]] = {}  # head folder name -> its run record
         for name in names:
             head = METHODS[name]
             for seed in range(args.seeds):
@@ -69,19 +69,17 @@ def main(argv: list[str] | None = None) -> int:
                     f"(epoch {result.best_epoch}/{result.epochs_run}, {result.train_seconds:.1f}s)",
                     flush=True,
                 )
-                dirs[out.name] = (name, seed)
-                runs.append({
+                dirs[out.name] = {
                     "method": name, "seed": seed, "head": head, "val_ndcg@10": result.best_val_ndcg10,
                     "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                     "seconds": result.train_seconds, "parameters": result.trainable_parameters,
-                })  # fmt: skip
+                }  # fmt: skip
+                runs.append(dirs[out.name])
         res = evaluate_sts(
             args.data, encoder=encoder, split="test", tune_split="dev", n_resamples=args.bootstrap,
             show_progress=False, heads=[Path(tmp) / d for d in dirs],
         )  # fmt: skip
-    by_key = {(r["method"], r["seed"]): r for r in runs}
-    for key, (name, seed) in dirs.items():
-        r = by_key[(name, seed)]
+    for key, r in dirs.items():
         r["spearman"] = res["metrics"][f"head:{key}"]["spearman"]
         r["pearson"] = res["metrics"][f"head:{key}"]["pearson"]
         r["vs_cosine"] = res["spearman_diff_vs_cosine"][f"head:{key}"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from pathlib import Path
 
 from qrerank.cli._common import positive_int, write
 from qrerank.embed.models import DEFAULT_MODEL
@@ -91,9 +90,6 @@ def run(args: argparse.Namespace) -> int:
 
         # cosine, fidelity and hybrid always run on STS; head:PATH entries add trained heads.
         heads = [s.arg for s in parse_methods(args.methods) if s.kind is MethodKind.HEAD]
-        for h in heads:
-            if not Path(h).exists():
-                raise InputError(f"no head at {h}")
         encoder = load_encoder(args.model)
         result = evaluate_sts(
             args.data_dir, encoder=encoder, split=args.split, tune_split=args.tune_split, taus=args.taus,

@@ -159,6 +159,9 @@ def evaluate_sts(
         raise InputError(f"no such dataset folder: {root}")
     if tune_split == split:
         raise InputError(f"refusing to tune on the evaluated split {split!r}")
+    for path in heads:  # before any encoding, as evaluate() does for IR protocols
+        if not Path(path).exists():
+            raise InputError(f"no head at {path}")
     test = _Pairs(root / f"sts-{split}.tsv", encoder, batch_size, show_progress)
     dim = encoder.dim
     grid = sorted(taus) if taus else [m * default_tau(dim) for m in TAU_MULTIPLIERS]
