@@ -40,7 +40,7 @@ import torch
 from qrerank.core.head import Head
 from qrerank.core.similarity import similarity
 from qrerank.embed.models import DEFAULT_MODEL, load_encoder
-from qrerank.eval.datasets import Dataset, load_dataset
+from qrerank.eval.datasets import Dataset, load_dataset, read_split_qrels
 from qrerank.eval.evaluator import Protocol, build_candidates
 from qrerank.eval.meta import environment
 from qrerank.eval.metrics import per_query
@@ -62,10 +62,15 @@ class Setup:
     rel_level: int
     test_dir: Path
     candidates: str  # "cosine" (top-100 of cosine over the corpus) or a run name of the test folder
+    # Train and test qrels that share relevant documents: the test queries none of whose relevant
+    # documents was relevant in training form the held-out "unseen" subset, reported beside all.
+    unseen_from: str | None = None
 
 
 SETUPS = {
-    "scifact": Setup(DATA / "scifact", "train", 1, DATA / "scifact", "cosine"),
+    # 196 of SciFact's 300 test claims cite a document that some train claim cites too.
+    "scifact": Setup(DATA / "scifact", "train", 1, DATA / "scifact", "cosine", unseen_from="train"),
+    # DL 2019 and 2020 share no document of grade >= 2 (one of grade >= 1): all test queries are unseen.
     "dl": Setup(DATA / "trec-dl-2019-passage", "test", 2, DATA / "trec-dl-2020-passage", "bm25"),
     "dl-reverse": Setup(DATA / "trec-dl-2020-passage", "test", 2, DATA / "trec-dl-2019-passage", "bm25"),
 }
@@ -92,6 +97,10 @@ class TestSet:
         ds: Dataset = load_dataset(setup.test_dir, split="test", rel_level=setup.rel_level)
         self.ds = ds
         self.qids = list(ds.queries)
+        self.unseen: list[str] | None = None
+        if setup.unseen_from:
+            sub = ds.unseen_from(read_split_qrels(setup.train_dir, setup.unseen_from), source=setup.unseen_from)
+            self.unseen = list(sub.queries)
         self.q_texts = [ds.queries[q] for q in self.qids]
         corpus = ds.corpus
         if setup.candidates == "cosine":
@@ -221,25 +230,59 @@ class RunLog:
             f.write(json.dumps(run, default=float) + "\n")
 
 
+def subset_stats(
+    runs: list[dict[str, Any]], baseline: dict[str, float], qids: list[str]
+) -> dict[str, Any]:
+    """On the queries ``qids``: mean +- SE over seeds of nDCG@10, and the paired test vs cosine."""
+    mean, se = mean_se([float(np.mean([r["per_query"][q] for q in qids])) for r in runs])
+    pq = {q: float(np.mean([r["per_query"][q] for r in runs])) for q in qids}
+    return {
+        "ndcg@10": mean, "se": se, "per_query": pq,
+        "vs_cosine": paired_comparison(pq, {q: baseline[q] for q in qids}).to_dict(),
+    }  # fmt: skip
+
+
 def summarise(
-    runs: list[dict[str, Any]], baseline: dict[str, float], key: tuple[str, ...]
+    runs: list[dict[str, Any]],
+    baseline: dict[str, float],
+    key: tuple[str, ...],
+    unseen: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Group runs by ``key``: mean +- SE over seeds, per-query mean, paired tests."""
+    """Group runs by ``key``: mean +- SE over seeds, per-query mean, paired tests (all queries,
+    and the ``unseen`` subset when there is one)."""
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for r in runs:
         groups.setdefault(tuple(r[k] for k in key), []).append(r)
     rows = []
     for k, rs in groups.items():
-        mean, se = mean_se([r["ndcg@10"] for r in rs])
-        pq = {q: float(np.mean([r["per_query"][q] for r in rs])) for q in rs[0]["per_query"]}
-        vs_cos = paired_comparison(pq, baseline)
-        rows.append({
-            **dict(zip(key, k, strict=True)), "seeds": len(rs), "ndcg@10": mean, "se": se,
+        row = {
+            **dict(zip(key, k, strict=True)), "seeds": len(rs),
+            **subset_stats(rs, baseline, list(rs[0]["per_query"])),
             "parameters": rs[0]["parameters"], "head_parameters": rs[0]["head_parameters"],
-            "seconds": float(np.mean([r["seconds"] for r in rs])), "per_query": pq,
-            "vs_cosine": vs_cos.to_dict(),
-        })  # fmt: skip
+            "seconds": float(np.mean([r["seconds"] for r in rs])),
+        }  # fmt: skip
+        if unseen is not None:
+            row["unseen"] = subset_stats(rs, baseline, unseen)
+        rows.append(row)
     return rows
+
+
+def mean_of(pq: dict[str, float], qids: list[str] | None = None) -> float:
+    return float(np.mean([pq[q] for q in (qids if qids is not None else pq)]))
+
+
+def cell(r: dict[str, Any]) -> str:
+    """``mean ± SE`` with ▲/▼ for a significant paired difference from cosine."""
+    c = r["vs_cosine"]
+    mark = ("▲" if c["mean_diff"] > 0 else "▼") if c["significant"] else ""
+    return f"{100 * r['ndcg@10']:.2f} ± {100 * r['se']:.2f}{mark}"
+
+
+def strip_per_query(r: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in r.items() if k != "per_query"}
+    if "unseen" in r:
+        out["unseen"] = strip_per_query(r["unseen"])
+    return out
 
 
 def fmt_p(c: dict[str, Any]) -> str:
@@ -247,27 +290,33 @@ def fmt_p(c: dict[str, Any]) -> str:
     return f"{100 * c['mean_diff']:+.2f} (p={c['p_value']:.2g}){mark}"
 
 
-def methods_table(rows: list[dict[str, Any]], cosine: float, base_dim: int) -> str:
+def methods_table(
+    rows: list[dict[str, Any]], cosine: float, base_dim: int, cosine_unseen: float | None = None
+) -> str:
     by = {r["method"]: r for r in rows}
+    held = cosine_unseen is not None
     lines = [
-        "| method | encoder | head | trainable params | seeds | nDCG@10 (mean ± SE) | vs cosine | vs classical twin | s/run |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
-        f"| cosine (untrained) | frozen | — | 0 | | {100 * cosine:.2f} | | | |",
+        "| method | encoder | head | trainable params | seeds | nDCG@10 (mean ± SE) | vs cosine | vs classical twin"
+        + (" | unseen nDCG@10 | unseen vs cosine | unseen vs twin" if held else "") + " | s/run |",
+        "|---|---|---|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if held else "") + "---:|",
+        f"| cosine (untrained) | frozen | — | 0 | | {100 * cosine:.2f} | | |"
+        + (f" {100 * cosine_unseen:.2f} | | |" if held else "") + " |",
     ]
     for name in METHODS:
         if name not in by:
             continue
         r = by[name]
-        twin = ""
+        twin = twin_u = ""
         if name in TWINS and TWINS[name] in by:
-            twin = (
-                fmt_p(paired_comparison(r["per_query"], by[TWINS[name]]["per_query"]).to_dict())
-                + f" vs {TWINS[name]}"
-            )
+            t = by[TWINS[name]]
+            twin = fmt_p(paired_comparison(r["per_query"], t["per_query"]).to_dict()) + f" vs {TWINS[name]}"
+            if held:
+                twin_u = fmt_p(paired_comparison(r["unseen"]["per_query"], t["unseen"]["per_query"]).to_dict())
         head, layers = METHODS[name]
+        unseen = f" {cell(r['unseen'])} | {fmt_p(r['unseen']['vs_cosine'])} | {twin_u} |" if held else ""
         lines.append(
             f"| {name} | {'last layer trained' if layers else 'frozen'} | {head} ({base_dim}→{r['out_dim'] if head in ('linear', 'qbec') else base_dim}) "
-            f"| {r['parameters']:,} | {r['seeds']} | {100 * r['ndcg@10']:.2f} ± {100 * r['se']:.2f} | {fmt_p(r['vs_cosine'])} | {twin} | {r['seconds']:.0f} |"
+            f"| {r['parameters']:,} | {r['seeds']} | {100 * r['ndcg@10']:.2f} ± {100 * r['se']:.2f} | {fmt_p(r['vs_cosine'])} | {twin} |{unseen} {r['seconds']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -343,8 +392,11 @@ def main(argv: list[str] | None = None) -> int:
     encoder = load_encoder(DEFAULT_MODEL)
     test = TestSet(setup, encoder)
     base = test.ndcg(cosine_scorer)
-    cosine = float(np.mean(list(base.values())))
+    cosine = mean_of(base)
+    cosine_unseen = mean_of(base, test.unseen) if test.unseen is not None else None
     print(f"{args.data}: {len(test.qids)} test queries, candidates: {test.note}; cosine nDCG@10 {cosine:.4f}")
+    if test.unseen is not None:
+        print(f"  unseen from {setup.unseen_from}: {len(test.unseen)} queries; cosine nDCG@10 {cosine_unseen:.4f}")
     tuner = (
         layer_split(DEFAULT_MODEL, 1, normalized=encoder.normalized)
         if any(METHODS[n][1] for n in names)
@@ -389,9 +441,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no finished runs in {log.path.name}", file=sys.stderr)
         return 1
     key = ("method", "frac", "out_dim")
-    rows = summarise(runs, base, key)
+    rows = summarise(runs, base, key, test.unseen)
     dim = encoder.dim
     md = [f"cosine (untrained) nDCG@10 = {100 * cosine:.2f} on {len(test.qids)} queries ({test.note})", ""]
+    if test.unseen is not None:
+        md[0] += (
+            f"; unseen: the {len(test.unseen)} test queries none of whose relevant documents is relevant to a "
+            f"{setup.unseen_from} query (cosine {100 * cosine_unseen:.2f}), the only held-out part for a trained head"
+        )
     md[0] += (
         f"; every run trains for {args.steps} optimizer steps (batch 32, no early stop, best validation epoch kept)"
         if args.steps
@@ -403,25 +460,25 @@ def main(argv: list[str] | None = None) -> int:
             f"; trained on {100 * args.frac:g}% of the training queries ({', '.join(map(str, used))} after the validation split)"
         )
     if args.experiment == "methods":
-        md.append(methods_table(rows, cosine, dim))
+        md.append(methods_table(rows, cosine, dim, cosine_unseen))
     elif args.experiment == "scarcity":
-        md += [
-            "| method | " + " | ".join(f"{100 * f:g}%" for f in fracs) + " |",
-            "|---|" + "---:|" * len(fracs),
-        ]
+        header = ["| method | " + " | ".join(f"{100 * f:g}%" for f in fracs) + " |", "|---|" + "---:|" * len(fracs)]
         series: dict[str, list[tuple[float, float, float]]] = {}
-        for name in names:
-            cells = []
-            for f in fracs:
-                r = next((r for r in rows if r["method"] == name and r["frac"] == f), None)
-                if r is None:
-                    cells.append("")
-                    continue
-                series.setdefault(name, []).append((f * 100, r["ndcg@10"], r["se"]))
-                mark = "▲" if r["vs_cosine"]["significant"] and r["vs_cosine"]["mean_diff"] > 0 else (
-                    "▼" if r["vs_cosine"]["significant"] else "")  # fmt: skip
-                cells.append(f"{100 * r['ndcg@10']:.2f} ± {100 * r['se']:.2f}{mark}")
-            md.append(f"| {name} | " + " | ".join(cells) + " |")
+        for scope in ("all", "unseen") if test.unseen is not None else ("all",):
+            if scope == "unseen":
+                md += ["", f"Unseen test queries only ({len(test.unseen or [])}; cosine {100 * (cosine_unseen or 0):.2f}):", ""]
+            md += header
+            for name in names:
+                cells = []
+                for f in fracs:
+                    r = next((r for r in rows if r["method"] == name and r["frac"] == f), None)
+                    if r is None:
+                        cells.append("")
+                        continue
+                    if scope == "all":
+                        series.setdefault(name, []).append((f * 100, r["ndcg@10"], r["se"]))
+                    cells.append(cell(r if scope == "all" else r["unseen"]))
+                md.append(f"| {name} | " + " | ".join(cells) + " |")
         md.append("")
         md.append("Train queries per fraction: " + ", ".join(
             f"{100 * f:g}% = {next(r['train_queries'] for r in runs if r['frac'] == f)}" for f in fracs))  # fmt: skip
@@ -439,13 +496,17 @@ def main(argv: list[str] | None = None) -> int:
             proj = v[:k].T.float()
             pq = test.ndcg(cosine_scorer, (test.q_emb - mu.float()) @ proj, (test.d_emb - mu.float()) @ proj)
             pca[k] = {
-                "ndcg@10": float(np.mean(list(pq.values()))),
+                "ndcg@10": mean_of(pq),
                 "vs_cosine": paired_comparison(pq, base).to_dict(),
             }
+            if test.unseen is not None:
+                pca[k]["unseen_ndcg@10"] = mean_of(pq, test.unseen)
         extra["pca"] = pca
+        held = test.unseen is not None
         md += [
-            f"| out dim | bytes/vector (float32; {dim}-d input = {4 * dim}) | PCA | linear (BFEC) | QBEC (QBFEC) | QBEC vs linear | params linear / QBEC |",
-            "|---:|---:|---:|---:|---:|---:|---:|",
+            f"| out dim | bytes/vector (float32; {dim}-d input = {4 * dim}) | PCA | linear (BFEC) | QBEC (QBFEC) | QBEC vs linear"
+            + (" | unseen: PCA | unseen: linear | unseen: QBEC" if held else "") + " | params linear / QBEC |",
+            "|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if held else "") + "---:|",
         ]
         series = {"linear (BFEC)": [], "QBEC (QBFEC)": [], "PCA": []}
         for k in dims:
@@ -454,7 +515,9 @@ def main(argv: list[str] | None = None) -> int:
             cmp = paired_comparison(qb["per_query"], lin["per_query"]).to_dict()
             md.append(
                 f"| {k} | {4 * k} ({dim / k:.1f}x smaller) | {100 * pca[k]['ndcg@10']:.2f} | {100 * lin['ndcg@10']:.2f} ± {100 * lin['se']:.2f} "
-                f"| {100 * qb['ndcg@10']:.2f} ± {100 * qb['se']:.2f} | {fmt_p(cmp)} | {lin['parameters']:,} / {qb['parameters']:,} |"
+                f"| {100 * qb['ndcg@10']:.2f} ± {100 * qb['se']:.2f} | {fmt_p(cmp)} |"
+                + (f" {100 * pca[k]['unseen_ndcg@10']:.2f} | {cell(lin['unseen'])} | {cell(qb['unseen'])} |" if held else "")
+                + f" {lin['parameters']:,} / {qb['parameters']:,} |"
             )
             series["linear (BFEC)"].append((k, lin["ndcg@10"], lin["se"]))
             series["QBEC (QBFEC)"].append((k, qb["ndcg@10"], qb["se"]))
@@ -471,7 +534,10 @@ def main(argv: list[str] | None = None) -> int:
     payload = {
         "experiment": args.experiment, "data": args.data, "command": "python benchmarks/train_grid.py " + " ".join(argv or sys.argv[1:]),
         "test_queries": len(test.qids), "candidates": test.note, "cosine_ndcg@10": cosine,
-        "summary": [{k: v for k, v in r.items() if k != "per_query"} for r in rows],
+        "unseen": None if test.unseen is None else {
+            "from": setup.unseen_from, "queries": len(test.unseen), "cosine_ndcg@10": cosine_unseen,
+        },
+        "summary": [strip_per_query(r) for r in rows],
         "runs": [{k: v for k, v in r.items() if k != "per_query"} for r in runs],
         "seconds": time.perf_counter() - t_start, "environment": environment(), **extra,
     }  # fmt: skip

@@ -57,6 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--tune-data", default=None, metavar="DIR", help="dataset folder of --tune-split (default DATA_DIR)"
     )
+    p.add_argument("--unseen-from", default=None, metavar="SPLIT",
+                   help="evaluate only the queries none of whose relevant documents is relevant to a query "
+                   "of qrels/SPLIT.tsv (e.g. train): held out from what a head trained on SPLIT saw")  # fmt: skip
     p.add_argument("--taus", type=float_list, default=None, help="tau sweep (default 0.25..8 x 1/sqrt(d))")
     p.add_argument("--alphas", type=float_list, default=None, help="alpha sweep (default 0, 0.1, ..., 1)")
     p.add_argument("--tau", type=float, default=None, help="tau without --tune-split (default 1/sqrt(d))")
@@ -85,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
     if any(t <= 0 for t in (args.taus or ())) or (args.tau is not None and args.tau <= 0):
         raise InputError("tau must be positive")
     if args.protocol == "sts":
+        if args.unseen_from:
+            raise InputError("--unseen-from needs qrels: it does not apply to --protocol sts")
         from qrerank.eval.methods import MethodKind, parse_methods
         from qrerank.eval.sts import ALPHAS, evaluate_sts, format_sts_table, write_sts_outputs
 
@@ -107,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir, protocol=args.protocol, methods=args.methods, split=args.split, run=args.run,
         k=args.k, model=args.model, rel_level=args.rel_level, taus=args.taus, alphas=args.alphas or ALPHAS,
         tau=args.tau, alpha=args.alpha, tune_split=args.tune_split, tune_dir=args.tune_data, rrf_k=args.rrf_k,
+        unseen_from=args.unseen_from,
         batch_size=args.batch_size, n_resamples=args.bootstrap or 10_000, show_progress=not args.no_progress,
         extra_meta={"command": _command_line()},
     )  # fmt: skip

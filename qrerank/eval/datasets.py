@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -86,6 +86,11 @@ def read_run(path: str | os.PathLike[str]) -> dict[str, list[tuple[str, float]]]
     return {q: [(d, s) for s, _, d in sorted(r, key=lambda x: (-x[0], x[1]))] for q, r in rows.items()}
 
 
+def relevant_docs(qrels: Qrels, rel_level: int = 1) -> set[str]:
+    """Every document judged with grade >= ``rel_level`` for some query of ``qrels``."""
+    return {d for docs in qrels.values() for d, g in docs.items() if g >= rel_level}
+
+
 def rel_level_from_provenance(root: Path) -> int | None:
     """The binary-relevance threshold a PROVENANCE.md / README.md states ("Relevance >=2"), if any."""
     for name in ("PROVENANCE.md", "README.md"):
@@ -108,6 +113,7 @@ class Dataset:
     rel_level: int
     rel_level_source: str
     skipped_queries: list[str] = field(default_factory=list)
+    subset: dict[str, object] | None = None  # how ``queries`` was narrowed, e.g. by unseen_from
 
     @property
     def name(self) -> str:
@@ -138,6 +144,31 @@ class Dataset:
         corpus = self.corpus
         return [d for d in self.qrels.get(qid, {}) if d in corpus]
 
+    def unseen_from(self, seen: Qrels, *, source: str) -> Dataset:
+        """The queries none of whose relevant documents is relevant to a query of ``seen``.
+
+        Relevant means grade >= ``rel_level`` on both sides. A head trained on ``seen`` can learn
+        *which documents* get cited rather than how to match a query to a document; this subset is
+        where that cannot help (SciFact: 104 of 300 test claims are unseen from train). Queries
+        with no relevant document at all stay in the subset (nothing of theirs was seen).
+        """
+        seen_docs = relevant_docs(seen, self.rel_level)
+        keep = [q for q in self.queries if not relevant_docs({q: self.qrels[q]}, self.rel_level) & seen_docs]
+        if not keep:
+            raise InputError(f"every query of {self.name}/{self.split} has a relevant document of {source}")
+        return replace(
+            self,
+            queries={q: self.queries[q] for q in keep},
+            qrels={q: self.qrels[q] for q in keep},
+            subset={
+                "rule": f"queries none of whose relevant documents (grade >= {self.rel_level}) "
+                f"is relevant to a query of {source}",
+                "unseen_from": source,
+                "n_queries": len(keep),
+                "of": len(self.queries),
+            },
+        )
+
     def coverage(self) -> dict[str, int]:
         """How many judged pairs (and pairs with grade >= 1) have text: pools rarely hold all."""
         corpus = self.corpus
@@ -164,6 +195,16 @@ def _read_queries(path: Path) -> dict[str, str]:
     return {q.doc_id: q.text for q in read_jsonl(path)}
 
 
+def read_split_qrels(root: str | os.PathLike[str], split: str) -> Qrels:
+    """``root/qrels/<split>.tsv``; a missing split names the splits the folder has."""
+    root = Path(root)
+    path = root / "qrels" / f"{split}.tsv"
+    if not path.is_file():
+        have = sorted(p.stem for p in (root / "qrels").glob("*.tsv")) if (root / "qrels").is_dir() else []
+        raise InputError(f"no qrels for split {split!r}: {path} is missing (splits: {', '.join(have) or 'none'})")
+    return read_qrels(path)
+
+
 def load_dataset(
     root: str | os.PathLike[str], *, split: str = "test", rel_level: int | None = None
 ) -> Dataset:
@@ -180,12 +221,7 @@ def load_dataset(
         if not (root / name).is_file():
             raise InputError(f"{root} is not a BEIR dataset folder: {name} is missing")
     qrels_path = root / "qrels" / f"{split}.tsv"
-    if not qrels_path.is_file():
-        have = sorted(p.stem for p in (root / "qrels").glob("*.tsv")) if (root / "qrels").is_dir() else []
-        raise InputError(
-            f"no qrels for split {split!r}: {qrels_path} is missing (splits: {', '.join(have) or 'none'})"
-        )
-    qrels = read_qrels(qrels_path)
+    qrels = read_split_qrels(root, split)
     all_queries = _read_queries(root / "queries.jsonl")
     queries = {q: all_queries[q] for q in qrels if q in all_queries}
     skipped = [q for q in qrels if q not in all_queries]

@@ -28,7 +28,7 @@ from qrerank.core.encoding import default_tau
 from qrerank.embed.base import Encoder
 from qrerank.embed.models import DEFAULT_MODEL, load_encoder
 from qrerank.errors import InputError
-from qrerank.eval.datasets import Dataset, load_dataset
+from qrerank.eval.datasets import Dataset, load_dataset, read_split_qrels
 from qrerank.eval.meta import environment
 from qrerank.eval.methods import (
     NEEDS_ENCODER,
@@ -72,6 +72,7 @@ class EvalConfig:
     alpha: float = 0.5
     tune_split: str | None = None
     tune_dir: str | Path | None = None
+    unseen_from: str | None = None
     rrf_k: int = 60
     batch_size: int = 64
     n_resamples: int = 10_000
@@ -170,6 +171,10 @@ def evaluate(cfg: EvalConfig, *, encoder: Encoder | None = None) -> dict[str, An
     if MethodSpec(kind=MethodKind.COSINE) not in specs:
         specs.insert(0, MethodSpec(kind=MethodKind.COSINE))  # the baseline always runs
     ds = load_dataset(cfg.data_dir, split=cfg.split, rel_level=cfg.rel_level)
+    if cfg.unseen_from:
+        if cfg.unseen_from == cfg.split:
+            raise InputError(f"--unseen-from {cfg.unseen_from!r} is the evaluated split itself")
+        ds = ds.unseen_from(read_split_qrels(ds.root, cfg.unseen_from), source=f"{ds.name}/{cfg.unseen_from}")
     anchors = {s.arg: ds.run(s.arg) for s in specs if s.kind is MethodKind.RUN}  # fail early on bad names
     for s in specs:
         if s.kind is MethodKind.HEAD and not Path(s.arg).exists():
@@ -306,6 +311,7 @@ def evaluate(cfg: EvalConfig, *, encoder: Encoder | None = None) -> dict[str, An
         "run": cfg.run if protocol is Protocol.RERANK else None,
         "k": cfg.k,
         "n_queries": len(ds.queries),
+        "subset": ds.subset,
         "skipped_queries_without_text": len(ds.skipped_queries),
         "candidates": cand_note,
         "coverage": ds.coverage(),

@@ -51,10 +51,14 @@ def format_table(result: Mapping[str, Any]) -> str:
     meta = result["meta"]
     metrics = result["metrics"]
     sig = result.get("significance", {})
+    subset = meta.get("subset")
+    scope = f"{meta['n_queries']} queries"
+    if subset:
+        scope += f" of {subset['of']}, unseen from {subset['unseen_from']} ({subset['rule']})"
     lines = [
-        f"### {meta['dataset']} ({meta['split']}, protocol `{meta['protocol']}`)",
+        f"### {meta['dataset']} ({meta['split']}{', unseen' if subset else ''}, protocol `{meta['protocol']}`)",
         "",
-        f"{meta['n_queries']} queries; candidates: {meta['candidates']}; model `{meta.get('model') or '-'}`; "
+        f"{scope}; candidates: {meta['candidates']}; model `{meta.get('model') or '-'}`; "
         f"binary relevance: grade >= {meta['rel_level']}. Metrics x100.",
         "",
         f"| method | {PRIMARY_METRIC} | Δ vs cosine [95% CI] | p | " + " | ".join(METRICS[1:]) + " |",

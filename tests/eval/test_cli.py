@@ -106,3 +106,16 @@ def test_cli_sts_with_head(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "`head:lin` (trained)" in capsys.readouterr().out
     assert main(eval_args(TINY_STS, out, "--protocol", "sts", "--methods", f"head:{tmp_path / 'nope'}")) == 2
     assert "no head at" in capsys.readouterr().err
+
+
+def test_cli_unseen_from(tiny_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tiny_copy / "qrels" / "seen.tsv").write_text("query-id\tcorpus-id\tscore\nt1\td4\t2\n")
+    out = tmp_path / "out"
+    assert main(eval_args(tiny_copy, out, "--protocol", "rerank", "--methods", "cosine", "--unseen-from", "seen")) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["n_queries"] == 1 and meta["subset"]["of"] == 2
+    assert "1 queries of 2, unseen from tiny_beir/seen" in (out / "table.md").read_text()
+    capsys.readouterr()
+    assert main(eval_args(tiny_copy, out, "--protocol", "rerank", "--unseen-from", "train")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "relevant document" in err[0]

@@ -165,3 +165,29 @@ def test_float32_heads_score_float64_embeddings(name: str, tiny: Path, encoder, 
     assert all(math.isfinite(v) for v in got.values())
     if name == "linear":
         assert got == pytest.approx(res["metrics"]["cosine"])
+
+
+def test_unseen_from_keeps_only_queries_with_no_seen_relevant_doc(tiny_copy: Path, encoder) -> None:
+    # "seen" judges d4 relevant (>= 2) to some other query: q1 (relevant d1, d4, d7) is seen,
+    # q2 (relevant d5) is not. d6 has grade 2 here but is only grade 1 for q2: not relevant there.
+    (tiny_copy / "qrels" / "seen.tsv").write_text("query-id\tcorpus-id\tscore\nt1\td4\t2\nt2\td6\t2\nt2\td5\t1\n")
+    res = evaluate(cfg(tiny_copy, protocol="rerank", methods="cosine", unseen_from="seen"), encoder=encoder)
+    assert res["per_query"]["cosine"]["nDCG@10"] == pytest.approx({"q2": 1.0})
+    meta = res["meta"]
+    assert meta["n_queries"] == 1
+    assert meta["subset"]["unseen_from"] == "tiny_beir/seen"
+    assert (meta["subset"]["n_queries"], meta["subset"]["of"]) == (1, 2)
+    assert "grade >= 2" in meta["subset"]["rule"]
+    # Without the subset both queries count.
+    full = evaluate(cfg(tiny_copy, protocol="rerank", methods="cosine"), encoder=encoder)
+    assert full["meta"]["n_queries"] == 2 and full["meta"]["subset"] is None
+
+
+def test_unseen_from_refuses_the_evaluated_split_and_an_empty_subset(tiny: Path, encoder) -> None:
+    with pytest.raises(InputError, match="evaluated split itself"):
+        evaluate(cfg(tiny, protocol="rerank", methods="cosine", unseen_from="test"), encoder=encoder)
+    # Every test query shares a relevant document with train (d1/d4, d5).
+    with pytest.raises(InputError, match="every query"):
+        evaluate(cfg(tiny, protocol="rerank", methods="cosine", unseen_from="train"), encoder=encoder)
+    with pytest.raises(InputError, match="no qrels for split 'nope'"):
+        evaluate(cfg(tiny, protocol="rerank", methods="cosine", unseen_from="nope"), encoder=encoder)
