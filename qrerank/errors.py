@@ -19,5 +19,9 @@ class IndexFormatError(QrerankError):
     """An index directory that is corrupt, incomplete, from another version or another model."""
 
 
+class IndexBusyError(QrerankError, TimeoutError):
+    """Another process holds an index directory's writer lock for longer than the caller waits."""
+
+
 class MissingExtraError(QrerankError, ImportError):
     """An optional backend is not installed; the message names the pip extra that provides it."""

@@ -1,15 +1,29 @@
 """The on-disk document index: vectors + embeddings + Bloch angles + texts + manifest.
 
-Layout of an index directory::
+An index path ``OUT`` holds immutable version folders and a pointer (``qrerank.index.versions``)::
 
-    manifest.json            format, model, dim, count, index kind, tau, sha256 of every file
-    vectors.faiss | vectors.safetensors   the ANN (or exact) index over unit vectors
-    embeddings.safetensors   "embeddings" [n, d] as the encoder produced them, "angles" [n, d]
-    docs.sqlite              doc_id, title, text, metadata per row
+    OUT/CURRENT                    the live version's name
+    OUT/v-<time>-<hex>/manifest.json   format, model, dim, count, index kind, tau, size + sha256 per file
+    OUT/v-<time>-<hex>/vectors.faiss | vectors.safetensors   the ANN (or exact) index over unit vectors
+    OUT/v-<time>-<hex>/embeddings.safetensors   "embeddings" [n, d] as encoded, "angles" [n, d]
+    OUT/v-<time>-<hex>/docs.sqlite   doc_id, title, text, metadata per row
 
-Directories are written to a temporary sibling, fsynced, then renamed into place, so a crash
-never leaves a half-written index under the target name and an existing index survives a
-failed rebuild. Loading verifies the format version, file checksums and counts.
+A rebuild writes a new version under a writer lock and swaps the pointer in one rename, so a
+reader sees the old index or the new one, never a gap or a mix, a crash or error leaves the old
+one current, and a second writer waits for the first (``lock_timeout``, then IndexBusyError).
+Indexes written before versioning (``manifest.json`` directly in ``OUT``) still load; the next
+build into them converts them in place.
+
+What a reader holding an old version sees: a loaded :class:`DocumentIndex` keeps serving the
+version it opened. Vectors, embeddings and angles are in memory and the SQLite connection keeps
+its file open, so searches keep working after writers retire that folder (on POSIX an open file
+survives its deletion; on Windows the folder stays until a later write can delete it). It never
+sees newer versions: load the path again to pick up the latest.
+
+Loading trusts nothing in the folder: the file set is fixed by the index kind, the manifest is
+validated field by field, every size is bounded by the manifest before it is allocated, files
+must be regular files inside the version folder, and all of this fails with IndexFormatError.
+Indexes must still come from trusted sources: FAISS files are not a safe format to parse.
 """
 
 from __future__ import annotations
@@ -26,29 +40,40 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from qrerank import __version__
-from qrerank._fs import atomic_dir, sha256_file
+from qrerank._fs import sha256_file
 from qrerank.core.encoding import bloch_angles, default_tau
 from qrerank.embed.base import Encoder
 from qrerank.errors import IndexFormatError, InputError
 from qrerank.index.base import VectorIndex
 from qrerank.index.exact import ExactIndex
+from qrerank.index.formats import check_faiss_file, read_safetensors
+from qrerank.index.manifest import (
+    DATA_FILE,
+    DOCS_FILE,
+    FORMAT,
+    FORMAT_VERSION,
+    INDEX_KINDS,
+    MANIFEST,
+    read_manifest,
+    regular_file_size,
+    required_files,
+    vector_file,
+)
 from qrerank.index.store import DocStore, write_store
+from qrerank.index.versions import POINTER, current_version, is_own_entry, publish, version_dir
 from qrerank.types import Document
 
 log = logging.getLogger(__name__)
 
-FORMAT = "qrerank-index"
-FORMAT_VERSION = 1
-INDEX_KINDS = ("flat", "ivf", "hnsw", "exact")
-_DATA = "embeddings.safetensors"
-_DOCS = "docs.sqlite"
-
-
-def _vector_file(kind: str) -> str:
-    return "vectors.safetensors" if kind == "exact" else "vectors.faiss"
+# Files of the pre-versioning flat layout, manifest first so a reader stops seeing an index
+# before its data goes.
+_LEGACY_FILES = (MANIFEST, "vectors.faiss", "vectors.safetensors", DATA_FILE, DOCS_FILE)
+# A load retries when a writer swapped the pointer while it read (and may have retired the
+# version it was reading); a failure with the pointer unchanged is the index's own fault.
+_LOAD_ATTEMPTS = 5
 
 
 def _new_vector_index(kind: str, dim: int, params: dict[str, Any]) -> VectorIndex:
@@ -67,6 +92,18 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return (x / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
 
+def _check_target(out: Path) -> None:
+    """Refuse to write into a path that holds something other than a qrerank index."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise InputError(f"{out} exists and is not a folder; refusing to overwrite it")
+    if (out / POINTER).exists() or (out / MANIFEST).exists():
+        return
+    if any(not is_own_entry(p.name) for p in out.iterdir()):  # leftovers of a killed first build are ours
+        raise InputError(f"{out} exists and is not a qrerank index; refusing to overwrite it")
+
+
 def build_index(
     docs: Sequence[Document],
     encoder: Encoder,
@@ -77,8 +114,13 @@ def build_index(
     batch_size: int = 64,
     show_progress: bool = False,
     index_params: dict[str, Any] | None = None,
+    lock_timeout: float = 60.0,
 ) -> DocumentIndex:
-    """Encode ``docs``, write an index directory at ``out`` atomically, and return it loaded."""
+    """Encode ``docs``, publish them as a new version of the index at ``out``, return it loaded.
+
+    Encoding runs before the writer lock is taken; ``lock_timeout`` bounds the wait for another
+    writer of ``out`` to finish (then IndexBusyError).
+    """
     out = Path(out)
     if not docs:
         raise InputError("cannot index an empty corpus")
@@ -86,8 +128,7 @@ def build_index(
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise InputError(f"duplicate document id {dup!r}")
-    if out.exists() and not (out / "manifest.json").exists() and any(out.iterdir()):
-        raise InputError(f"{out} exists and is not a qrerank index; refusing to overwrite it")
+    _check_target(out)
     params = dict(index_params or {})
     vectors_index = _new_vector_index(kind, encoder.dim, params)
     t0 = time.perf_counter()
@@ -96,13 +137,14 @@ def build_index(
     tau = tau if tau is not None else default_tau(encoder.dim)
     angles = bloch_angles(torch.from_numpy(emb), tau).numpy()
     vectors_index.add(unit_rows(emb))
+    if kind == "ivf":
+        params["nlist"] = getattr(vectors_index, "nlist", None)
 
-    with atomic_dir(out) as tmp:
-        vectors_index.save(tmp / _vector_file(kind))
-        save_file({"embeddings": emb, "angles": angles}, str(tmp / _DATA))
-        write_store(tmp / _DOCS, docs)
-        if kind == "ivf":
-            params["nlist"] = getattr(vectors_index, "nlist", None)
+    with publish(out, lock_timeout=lock_timeout, legacy_files=_LEGACY_FILES) as draft:
+        tmp = draft.tmp
+        vectors_index.save(tmp / vector_file(kind))
+        save_file({"embeddings": emb, "angles": angles}, str(tmp / DATA_FILE))
+        write_store(tmp / DOCS_FILE, docs)
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -117,17 +159,27 @@ def build_index(
             "encode_seconds": round(encode_s, 3),
             "files": {
                 name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
-                for name in (_vector_file(kind), _DATA, _DOCS)
+                for name in required_files(kind)
             },
         }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    log.info("indexed %d docs with %s in %.1fs -> %s", len(docs), encoder.name, encode_s, out)
-    return DocumentIndex.load(out)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    assert draft.version is not None
+    log.info("indexed %d docs with %s in %.1fs -> %s", len(docs), encoder.name, encode_s, draft.version)
+    try:
+        return DocumentIndex.open_version(out, draft.version)
+    except IndexFormatError:
+        if draft.version.exists():
+            raise
+        return DocumentIndex.load(out)  # two later writers already retired ours: theirs is newer
 
 
 @dataclass
 class DocumentIndex:
-    """A loaded index directory. ``embeddings`` and ``angles`` are ``[count, dim]`` float32."""
+    """A loaded index version. ``embeddings`` and ``angles`` are ``[count, dim]`` float32.
+
+    ``path`` is the index path as given, ``version_dir`` the folder its files were read from
+    (``path`` itself for an index of the old flat layout).
+    """
 
     path: Path
     manifest: dict[str, Any]
@@ -135,6 +187,7 @@ class DocumentIndex:
     embeddings: np.ndarray
     angles: np.ndarray
     store: DocStore
+    version_dir: Path | None = None
 
     @property
     def model(self) -> str:
@@ -153,58 +206,64 @@ class DocumentIndex:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, verify: bool = True) -> DocumentIndex:
-        """Open an index directory; raises IndexFormatError if it is missing, corrupt or foreign."""
-        path = Path(path)
-        mpath = path / "manifest.json"
-        if not mpath.is_file():
-            raise IndexFormatError(f"{path} is not a qrerank index: no manifest.json")
-        try:
-            manifest = json.loads(mpath.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise IndexFormatError(f"{mpath} is not valid JSON: {exc}") from exc
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise IndexFormatError(f"{mpath} is not a qrerank index manifest")
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise IndexFormatError(
-                f"{path} has index format version {manifest.get('format_version')}, this qrerank "
-                f"reads version {FORMAT_VERSION}; rebuild it with `qrerank index`"
-            )
-        try:
-            kind = manifest["index"]["kind"]
-            dim, count = int(manifest["dim"]), int(manifest["count"])
-            files = manifest["files"]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise IndexFormatError(f"{mpath} lacks field {exc}") from exc
-        for name, meta in files.items():
-            fpath = path / name
-            if not fpath.is_file():
-                raise IndexFormatError(f"{path} is incomplete: {name} is missing")
-            if verify and sha256_file(fpath) != meta.get("sha256"):
-                raise IndexFormatError(f"{fpath} is corrupt: its sha256 does not match the manifest")
-        try:
-            data = load_file(str(path / _DATA))
-            if kind == "exact":
-                vectors: VectorIndex = ExactIndex.load(path / _vector_file(kind), dim)
-            else:
-                from qrerank.index.faiss import FaissIndex
+        """Open the current version at ``path``; IndexFormatError if missing, corrupt or foreign.
 
-                params = {k: v for k, v in manifest["index"].get("params", {}).items() if v is not None}
-                vectors = FaissIndex.load(path / _vector_file(kind), dim, kind, **params)
-            store = DocStore(path / _DOCS)
-        except (OSError, RuntimeError, ValueError) as exc:
-            raise IndexFormatError(f"cannot read index {path}: {exc}") from exc
-        emb, angles = data.get("embeddings"), data.get("angles")
-        sizes = {
-            "vectors": vectors.ntotal,
-            "documents": len(store),
-            "embeddings": None if emb is None else emb.shape[0],
-            "angles": None if angles is None else angles.shape[0],
-        }
-        if any(v != count for v in sizes.values()) or emb is None or emb.shape[1] != dim:
-            store.close()
-            raise IndexFormatError(f"{path} is inconsistent: manifest count {count}, found {sizes}")
-        assert angles is not None
-        return cls(path, manifest, vectors, emb, angles, store)
+        The pointer is read once and every file comes from the version it names. ``verify``
+        also checks each file's sha256 and every document row (one full read of the index).
+        """
+        path = Path(path)
+        for attempt in range(_LOAD_ATTEMPTS):
+            version = current_version(path)
+            try:
+                if version is None:  # the old flat layout, or not an index at all
+                    if not (path / MANIFEST).exists():
+                        raise IndexFormatError(
+                            f"{path} is not a qrerank index: no manifest.json and no {POINTER} pointer"
+                        )
+                    return cls.open_version(path, path, verify=verify)
+                return cls.open_version(path, version_dir(path, version), verify=verify)
+            except IndexFormatError:
+                try:
+                    moved = current_version(path) != version
+                except IndexFormatError:
+                    moved = False
+                if not moved or attempt == _LOAD_ATTEMPTS - 1:
+                    raise
+                log.debug("index %s changed while loading %s; reading the new version", path, version)
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def open_version(cls, path: Path, root: Path, *, verify: bool = True) -> DocumentIndex:
+        """Load the index files in folder ``root`` (a version of ``path``); see :meth:`load`."""
+        try:
+            return cls._open(path, root, verify)
+        except OSError as exc:  # e.g. the folder was retired under us: load() retries on the new one
+            raise IndexFormatError(f"cannot read index {root}: {exc}") from exc
+
+    @classmethod
+    def _open(cls, path: Path, root: Path, verify: bool) -> DocumentIndex:
+        manifest = read_manifest(root / MANIFEST)
+        kind, dim, count = manifest["index"]["kind"], manifest["dim"], manifest["count"]
+        files = manifest["files"]
+        for name in required_files(kind):  # the kind fixes the file set, not the manifest
+            size = regular_file_size(root / name)
+            if size != files[name]["bytes"]:
+                raise IndexFormatError(
+                    f"{root / name} is corrupt: {size} bytes, the manifest says {files[name]['bytes']}"
+                )
+
+        def sha(name: str) -> str | None:
+            return files[name]["sha256"] if verify else None
+
+        for name in (vector_file(kind), DOCS_FILE):  # the safetensors files are hashed as they are read
+            if verify and sha256_file(root / name) != files[name]["sha256"]:
+                raise IndexFormatError(f"{root / name} is corrupt: its sha256 does not match the manifest")
+        data = read_safetensors(
+            root / DATA_FILE, {"embeddings": (count, dim), "angles": (count, dim)}, sha256=sha(DATA_FILE)
+        )
+        vectors = _load_vectors(root / vector_file(kind), manifest, sha(vector_file(kind)))
+        store = DocStore(root / DOCS_FILE, count=count, verify=verify)
+        return cls(path, manifest, vectors, data["embeddings"], data["angles"], store, version_dir=root)
 
     def search(self, unit_queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k rows by cosine for ``[Q, dim]`` unit queries: (cosines, rows), -1 rows dropped by caller."""
@@ -216,3 +275,23 @@ class DocumentIndex:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.store.close()
+
+
+def _load_vectors(path: Path, manifest: dict[str, Any], sha256: str | None) -> VectorIndex:
+    """The vector index of a validated manifest, its file checked before FAISS parses it."""
+    kind, dim, count = manifest["index"]["kind"], manifest["dim"], manifest["count"]
+    if kind == "exact":
+        index = ExactIndex(dim)
+        index.add(read_safetensors(path, {"vectors": (count, dim)}, sha256=sha256)["vectors"])
+        return index
+    from qrerank.index.faiss import FaissIndex
+
+    params = {k: v for k, v in manifest["index"].get("params", {}).items() if v is not None}
+    check_faiss_file(path, kind, dim, count, nlist=params.get("nlist") if kind == "ivf" else None)
+    try:
+        vectors = FaissIndex.load(path, dim, kind, **params)
+    except (RuntimeError, ValueError) as exc:  # FAISS raises RuntimeError for what it refuses
+        raise IndexFormatError(f"cannot read {path}: {exc}") from exc
+    if vectors.ntotal != count:
+        raise IndexFormatError(f"{path} holds {vectors.ntotal} vectors, the manifest says {count}")
+    return vectors

@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from qrerank.errors import IndexFormatError
 from qrerank.types import Document
 
 _SCHEMA = """
@@ -17,6 +18,15 @@ CREATE TABLE IF NOT EXISTS docs (
   text TEXT NOT NULL,
   metadata TEXT NOT NULL
 )
+"""
+_COLUMNS = ["row", "doc_id", "title", "text", "metadata"]
+# CASE, not OR: SQLite does not promise to short-circuit, and json_type raises on malformed JSON.
+_BAD_ROW = """
+SELECT row FROM docs
+WHERE typeof(doc_id) != 'text' OR typeof(title) != 'text' OR typeof(text) != 'text'
+   OR NOT CASE WHEN typeof(metadata) = 'text' AND json_valid(metadata)
+               THEN json_type(metadata) = 'object' ELSE 0 END
+LIMIT 1
 """
 
 
@@ -34,12 +44,57 @@ def write_store(path: Path, docs: Iterable[Document]) -> None:
         conn.close()
 
 
-class DocStore:
-    """Read-only access to a document SQLite file."""
+def read_only_uri(path: Path) -> str:
+    """A SQLite URI for ``path`` opened read-only and immutable.
 
-    def __init__(self, path: Path) -> None:
+    ``as_uri`` percent-encodes the path, so ``#``, ``?`` and ``%`` in folder names stay part
+    of the path instead of starting a fragment or query (which made SQLite open, or create,
+    another file). ``immutable=1``: a published index version never changes, so SQLite may
+    skip locking and journal checks; the open file also stays readable if a writer retires it.
+    """
+    return f"{path.absolute().as_uri()}?mode=ro&immutable=1"
+
+
+class DocStore:
+    """Read-only access to a document SQLite file.
+
+    With ``count``, the schema and the row numbering (0..count-1) are checked on opening; with
+    ``verify`` also every row's field types and metadata JSON (one scan in SQLite).
+    """
+
+    def __init__(self, path: Path, *, count: int | None = None, verify: bool = False) -> None:
+        self.path = path
         # check_same_thread=False: the service reads from worker threads; reads only.
-        self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        try:
+            self._conn = sqlite3.connect(read_only_uri(path), uri=True, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise IndexFormatError(f"cannot open document store {path}: {exc}") from exc
+        try:
+            if count is not None:
+                self._check(count, verify)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _check(self, count: int, verify: bool) -> None:
+        try:
+            columns = [r[1] for r in self._conn.execute("PRAGMA table_info(docs)")]
+            if columns != _COLUMNS:
+                raise IndexFormatError(f"{self.path} has no docs table with columns {', '.join(_COLUMNS)}")
+            lo, hi, n = self._conn.execute("SELECT MIN(row), MAX(row), COUNT(*) FROM docs").fetchone()
+            if (lo, hi, n) != (0, count - 1, count):
+                raise IndexFormatError(
+                    f"{self.path} must hold rows 0..{count - 1} for the manifest's {count} documents, "
+                    f"found {n} rows numbered {lo}..{hi}"
+                )
+            bad = self._conn.execute(_BAD_ROW).fetchone() if verify else None
+        except sqlite3.Error as exc:
+            raise IndexFormatError(f"{self.path} is not a readable document store: {exc}") from exc
+        if bad is not None:
+            raise IndexFormatError(
+                f"{self.path}: row {bad[0]} is malformed (doc_id, title and text must be text, "
+                "metadata a JSON object)"
+            )
 
     def __len__(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM docs").fetchone()[0])
@@ -49,14 +104,29 @@ class DocStore:
         if not rows:
             return []
         marks = ",".join("?" * len(rows))
-        found = {
-            r: Document(doc_id=i, title=t, text=x, metadata=json.loads(m))
-            for r, i, t, x, m in self._conn.execute(
-                f"SELECT row, doc_id, title, text, metadata FROM docs WHERE row IN ({marks})",
-                [int(r) for r in rows],
-            )
-        }
+        try:
+            found = {
+                r: self._document(r, i, t, x, m)
+                for r, i, t, x, m in self._conn.execute(
+                    f"SELECT row, doc_id, title, text, metadata FROM docs WHERE row IN ({marks})",
+                    [int(r) for r in rows],
+                )
+            }
+        except sqlite3.Error as exc:
+            raise IndexFormatError(f"cannot read documents from {self.path}: {exc}") from exc
         return [found[int(r)] for r in rows]
+
+    def _document(self, row: int, doc_id: object, title: object, text: object, meta: object) -> Document:
+        # Checked here too, so an index loaded with verify=False fails clearly, not deep in a caller.
+        try:
+            metadata = json.loads(meta) if isinstance(meta, str) else None
+        except ValueError:
+            metadata = None
+        if not (isinstance(doc_id, str) and isinstance(title, str) and isinstance(text, str)) or not isinstance(
+            metadata, dict
+        ):
+            raise IndexFormatError(f"{self.path}: row {row} is malformed (metadata must be a JSON object)")
+        return Document(doc_id=doc_id, title=title, text=text, metadata=metadata)
 
     def close(self) -> None:
         self._conn.close()

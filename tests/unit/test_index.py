@@ -75,7 +75,8 @@ def test_build_load_search_roundtrip(tmp_path: Path, kind: str) -> None:
     enc = HashingEncoder(64)
     docs = corpus()
     index = build_index(docs, enc, tmp_path / "idx", kind=kind)
-    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert index.version_dir is not None and index.version_dir.parent == tmp_path / "idx"
+    manifest = json.loads((index.version_dir / "manifest.json").read_text())
     assert manifest["model"] == "hashing-64" and manifest["count"] == 60 and manifest["dim"] == 64
     assert set(manifest["files"]) == {
         "embeddings.safetensors",
@@ -109,21 +110,22 @@ def test_rebuild_replaces_atomically_and_failure_keeps_old(tmp_path: Path) -> No
 
 def test_corrupt_and_foreign_indexes_are_refused(tmp_path: Path) -> None:
     enc = HashingEncoder(32)
-    build_index(corpus(10), enc, tmp_path / "idx", kind="flat")
+    good = build_index(corpus(10), enc, tmp_path / "idx", kind="flat").version_dir
+    assert good is not None
     with pytest.raises(IndexFormatError, match="no manifest"):
         DocumentIndex.load(tmp_path)
     bad = tmp_path / "bad"
-    shutil.copytree(tmp_path / "idx", bad)
+    shutil.copytree(good, bad)  # a copy of one version is an index of the old flat layout
     with (bad / "embeddings.safetensors").open("r+b") as f:
         f.seek(200)
         f.write(b"\x00\x01\x02\x03")
     with pytest.raises(IndexFormatError, match="corrupt"):
         DocumentIndex.load(bad)
-    shutil.copy(tmp_path / "idx" / "embeddings.safetensors", bad / "embeddings.safetensors")
+    shutil.copy(good / "embeddings.safetensors", bad / "embeddings.safetensors")
     (bad / "docs.sqlite").unlink()
     with pytest.raises(IndexFormatError, match="missing"):
         DocumentIndex.load(bad)
-    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    manifest = json.loads((good / "manifest.json").read_text())
     manifest["format_version"] = 99
     (bad / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(IndexFormatError, match="version 99"):
@@ -146,3 +148,20 @@ def test_bad_inputs(tmp_path: Path) -> None:
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
     with pytest.raises(InputError, match="unknown index kind"):
         build_index(corpus(3), enc, tmp_path / "b", kind="annoy")
+
+
+@pytest.mark.parametrize("name", ["idx#1", "idx?mode=rw", "idx%20x", "idx%", "a#b?c=d&e"])
+def test_paths_with_uri_characters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """#, ? and % in the index path are part of the path, not of a SQLite URI (issue item 4)."""
+    from qrerank.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    docs = corpus(8)
+    (tmp_path / "tiny.jsonl").write_text(
+        "".join(json.dumps({"_id": d.doc_id, "title": d.title, "text": d.text}) + "\n" for d in docs)
+    )
+    assert main(["index", "tiny.jsonl", "--out", name, "--model", "hashing-64", "--kind", "exact"]) == 0
+    loaded = DocumentIndex.load(name)  # relative, as the CLI user typed it
+    assert [d.doc_id for d in loaded.documents([0, 7])] == ["d0", "d7"]
+    assert main(["search", name, docs[3].text, "--k", "3", "--json"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, "tiny.jsonl"])  # no stray "idx"

@@ -1,0 +1,219 @@
+"""Bounded, validating readers for the binary files of an index directory.
+
+Every length a file declares is checked against the file's real size and the manifest's
+``count`` and ``dim`` before anything is allocated, so a crafted file fails with
+IndexFormatError instead of asking for gigabytes. This narrows, but does not close, the risk
+of loading foreign files: FAISS's reader is not a hardened parser, so indexes must come from
+trusted sources anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from qrerank.errors import IndexFormatError
+from qrerank.index.manifest import nofollow_opener
+
+SAFETENSORS_HEADER_MAX = 1 << 16  # ours is ~200 bytes; this bounds the JSON we parse
+_F32 = 4
+
+
+def read_safetensors(
+    path: Path, tensors: dict[str, tuple[int, int]], *, sha256: str | None = None
+) -> dict[str, np.ndarray]:
+    """Read exactly ``tensors`` (name -> shape), all float32 and finite, from a safetensors file.
+
+    The file is read once into one buffer (hashed on the way when ``sha256`` is given); the
+    arrays are writable views of it.
+    """
+    data_bytes = sum(r * c * _F32 for r, c in tensors.values())
+    size = path.stat().st_size
+    with open(path, "rb", opener=nofollow_opener) as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 0 < n <= SAFETENSORS_HEADER_MAX or size != 8 + n + data_bytes:
+            raise IndexFormatError(
+                f"{path} is {size} bytes, but float32 tensors {tensors} need {data_bytes} bytes plus a "
+                f"header of at most {SAFETENSORS_HEADER_MAX} (it declares {n}): truncated or foreign"
+            )
+        raw_header = f.read(n)
+        try:
+            header = json.loads(raw_header)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise IndexFormatError(f"{path} has a malformed safetensors header: {exc}") from exc
+        buf = bytearray(data_bytes)
+        if f.readinto(memoryview(buf)) != data_bytes:
+            raise IndexFormatError(f"{path} is truncated")
+    if sha256 is not None:
+        h = hashlib.sha256(head)
+        h.update(raw_header)
+        h.update(buf)
+        if h.hexdigest() != sha256:
+            raise IndexFormatError(f"{path} is corrupt: its sha256 does not match the manifest")
+    spans = _check_header(path, header, tensors, data_bytes)
+    out = {}
+    for name, (rows, cols) in tensors.items():
+        arr = np.frombuffer(buf, dtype="<f4", count=rows * cols, offset=spans[name]).reshape(rows, cols)
+        if not np.isfinite(arr).all():
+            raise IndexFormatError(f"{path}: tensor {name!r} has NaN or infinite values")
+        out[name] = arr
+    return out
+
+
+def _check_header(
+    path: Path, header: Any, tensors: dict[str, tuple[int, int]], data_bytes: int
+) -> dict[str, int]:
+    """Start offset of each tensor, after checking names, dtypes, shapes and non-overlapping spans."""
+    if not isinstance(header, dict):
+        raise IndexFormatError(f"{path} has a malformed safetensors header (not an object)")
+    header = {k: v for k, v in header.items() if k != "__metadata__"}
+    if set(header) != set(tensors):
+        raise IndexFormatError(f"{path} holds tensors {sorted(header)}, expected {sorted(tensors)}")
+    spans: dict[str, int] = {}
+    covered = []
+    for name, shape in tensors.items():
+        t = header[name]
+        if not isinstance(t, dict) or t.get("dtype") != "F32":
+            dtype = t.get("dtype") if isinstance(t, dict) else t
+            raise IndexFormatError(f"{path}: tensor {name!r} has dtype {dtype!r}, expected F32 (float32)")
+        if t.get("shape") != list(shape):
+            raise IndexFormatError(f"{path}: tensor {name!r} has shape {t.get('shape')}, expected {list(shape)}")
+        offs = t.get("data_offsets")
+        nbytes = math.prod(shape) * _F32
+        if (
+            not isinstance(offs, list)
+            or len(offs) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs)
+            or not 0 <= offs[0] <= offs[1] <= data_bytes
+            or offs[1] - offs[0] != nbytes
+        ):
+            raise IndexFormatError(f"{path}: tensor {name!r} has bad data_offsets {offs!r}")
+        spans[name] = offs[0]
+        covered.append((offs[0], offs[1]))
+    covered.sort()
+    if any(a[1] > b[0] for a, b in itertools.pairwise(covered)):
+        raise IndexFormatError(f"{path}: tensors overlap")
+    return spans
+
+
+class _Walker:
+    """Steps through a FAISS file, checking each declared length against the bytes left."""
+
+    def __init__(self, f: BinaryIO, size: int, path: Path) -> None:
+        self.f, self.size, self.path, self.pos = f, size, path, 0
+
+    def fail(self, what: str) -> IndexFormatError:
+        return IndexFormatError(f"{self.path} is not a valid index for this manifest: {what} (at byte {self.pos})")
+
+    def take(self, n: int) -> bytes:
+        if n > self.size - self.pos:
+            raise self.fail("file is truncated")
+        self.pos += n
+        return self.f.read(n)
+
+    def skip(self, n: int) -> None:
+        if n > self.size - self.pos:
+            raise self.fail("file is truncated")
+        self.pos += n
+        self.f.seek(n, 1)
+
+    def int(self, nbytes: int, signed: bool = True) -> int:
+        return int.from_bytes(self.take(nbytes), "little", signed=signed)
+
+    def length(self, what: str, elem: int, *, max_len: int, exact: int | None = None) -> int:
+        """A FAISS ``size_t`` vector length, refused unless ``length * elem`` bytes follow."""
+        n = self.int(8, signed=False)
+        if (exact is not None and n != exact) or n > max_len or n * elem > self.size - self.pos:
+            want = f"{exact}" if exact is not None else f"at most {max_len}"
+            raise self.fail(f"{what} declares {n} entries, expected {want}")
+        return n
+
+    def vector(self, what: str, elem: int, *, max_len: int, exact: int | None = None) -> int:
+        """Skip a FAISS vector (length, then data) and return its length."""
+        n = self.length(what, elem, max_len=max_len, exact=exact)
+        self.skip(n * elem)
+        return n
+
+    def values(self, what: str, dtype: str, *, max_len: int, exact: int | None = None) -> np.ndarray:
+        """Read a (small) FAISS vector's values."""
+        item = np.dtype(dtype).itemsize
+        n = self.length(what, item, max_len=max_len, exact=exact)
+        return np.frombuffer(self.take(n * item), dtype=dtype)
+
+    def header(self, fourcc: bytes, dim: int, ntotal: int, what: str) -> None:
+        tag = self.take(4)
+        if tag != fourcc:
+            raise self.fail(f"{what} is a {tag!r} FAISS index, expected {fourcc!r}")
+        d, n = self.int(4), self.int(8)
+        if d != dim or n != ntotal:
+            raise self.fail(f"{what} has dim {d} and {n} vectors, expected {dim} and {ntotal}")
+        self.skip(8 + 8 + 1)  # two unused idx_t, is_trained
+        metric = self.int(4)
+        if metric != 0:  # METRIC_INNER_PRODUCT
+            raise self.fail(f"{what} uses FAISS metric {metric}, expected inner product (0)")
+
+    def flat(self, dim: int, ntotal: int, what: str) -> None:
+        self.header(b"IxFI", dim, ntotal, what)
+        self.vector(f"{what} vectors", _F32, max_len=ntotal * dim, exact=ntotal * dim)
+
+
+def check_faiss_file(path: Path, kind: str, dim: int, count: int, *, nlist: int | None = None) -> None:
+    """Walk a FAISS file of ``kind`` written by qrerank and refuse any length it cannot back.
+
+    Covers IndexFlatIP ("flat"), IndexHNSWFlat ("hnsw") and IndexIVFFlat with array inverted
+    lists ("ivf"); the file must end where the structure does.
+    """
+    size = path.stat().st_size
+    with open(path, "rb", opener=nofollow_opener) as f:
+        w = _Walker(f, size, path)
+        if kind == "flat":
+            w.flat(dim, count, "the index")
+        elif kind == "hnsw":
+            w.header(b"IHNf", dim, count, "the index")
+            w.vector("HNSW level probabilities", 8, max_len=64)
+            cum = w.values("HNSW neighbours per level", "<i4", max_len=65)
+            if len(cum) == 0 or cum[0] != 0 or np.any(np.diff(cum) < 0) or cum[-1] > 1 << 16:
+                raise w.fail("HNSW neighbours per level is not an increasing table")
+            w.vector("HNSW node levels", 4, max_len=count, exact=count)
+            w.vector("HNSW offsets", 8, max_len=count + 1, exact=count + 1)
+            w.vector("HNSW neighbours", 4, max_len=count * int(cum[-1]))
+            w.skip(5 * 4)  # entry point, max level, efConstruction, efSearch, unused
+            w.flat(dim, count, "the HNSW storage")
+        elif kind == "ivf":
+            w.header(b"IwFl", dim, count, "the index")
+            lists = w.int(8, signed=False)
+            if not 0 < lists <= count or (nlist is not None and lists != nlist):
+                raise w.fail(f"IVF nlist is {lists}, expected {nlist or f'1..{count}'}")
+            w.skip(8)  # nprobe: the manifest's value is applied after loading
+            w.flat(dim, lists, "the IVF quantizer")
+            map_type = w.int(1)
+            w.vector("IVF direct map", 8, max_len=count)
+            if map_type == 2:  # hashtable direct map: (id, offset) pairs
+                w.vector("IVF direct map table", 16, max_len=count)
+            if w.take(4) != b"ilar" or w.int(8, signed=False) != lists or w.int(8, signed=False) != dim * _F32:
+                raise w.fail("IVF inverted lists are not array lists of this nlist and dim")
+            list_type = w.take(4)
+            if list_type == b"full":
+                sizes = w.values("IVF list sizes", "<u8", max_len=lists, exact=lists)
+                total = int(sizes.sum(dtype=np.uint64)) if np.all(sizes <= count) else count + 1
+            elif list_type == b"sprs":
+                pairs = w.values("IVF list sizes", "<u8", max_len=2 * lists).reshape(-1, 2)
+                if len(pairs) and (np.any(pairs[:, 0] >= lists) or np.any(pairs[:, 1] > count)):
+                    raise w.fail("IVF sparse list sizes name lists or sizes out of range")
+                total = int(pairs[:, 1].sum(dtype=np.uint64))
+            else:
+                raise w.fail(f"IVF list type {list_type!r} is not 'full' or 'sprs'")
+            if total != count:
+                raise w.fail(f"IVF lists hold {total} vectors, expected {count}")
+            w.skip(total * (dim * _F32 + 8))  # codes and ids of every list
+        else:
+            raise IndexFormatError(f"{path}: no FAISS layout for index kind {kind!r}")
+        if w.pos != size:
+            raise w.fail(f"{size - w.pos} unexpected bytes after the index")

@@ -1,0 +1,165 @@
+"""The index manifest: a fixed schema, checked field by field before anything it names is read.
+
+The loader decides which files an index has (from its kind), not the manifest: the manifest
+only supplies each one's size and sha256, and an entry for any other name is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import stat
+from pathlib import Path
+from typing import Any
+
+from qrerank.errors import IndexFormatError
+
+FORMAT = "qrerank-index"
+FORMAT_VERSION = 1
+INDEX_KINDS = ("flat", "ivf", "hnsw", "exact")
+MANIFEST = "manifest.json"
+DATA_FILE = "embeddings.safetensors"
+DOCS_FILE = "docs.sqlite"
+MAX_DIM = 1 << 16
+MAX_COUNT = (1 << 31) - 1  # FAISS HNSW stores neighbour ids as int32
+MAX_MANIFEST_BYTES = 1 << 20
+FAISS_PARAMS = ("nlist", "nprobe", "m", "ef_search")
+_MAX_PARAM = 1 << 24
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def vector_file(kind: str) -> str:
+    return "vectors.safetensors" if kind == "exact" else "vectors.faiss"
+
+
+def required_files(kind: str) -> tuple[str, ...]:
+    """The files an index of ``kind`` consists of, beside manifest.json."""
+    return (vector_file(kind), DATA_FILE, DOCS_FILE)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return (isinstance(v, int | float)) and not isinstance(v, bool)
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def nofollow_opener(path: str, flags: int) -> int:
+    """An ``open(..., opener=)`` that refuses to follow a symlink at the last path component."""
+    return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0))
+
+
+def regular_file_size(path: Path) -> int:
+    """Size of ``path``, which must be a regular file (not a symlink, folder or device)."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        raise IndexFormatError(f"{path.parent} is incomplete: {path.name} is missing") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise IndexFormatError(f"{path} is a symbolic link; index files must be regular files in the index")
+    if not stat.S_ISREG(st.st_mode):
+        raise IndexFormatError(f"{path} is not a regular file")
+    return st.st_size
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """Parse and validate ``manifest.json``; every problem is an IndexFormatError naming the field."""
+    size = regular_file_size(path)
+    if size > MAX_MANIFEST_BYTES:
+        raise IndexFormatError(f"{path} is {size} bytes; a manifest is at most {MAX_MANIFEST_BYTES}")
+    try:
+        with open(path, "rb", opener=nofollow_opener) as f:
+            manifest = json.loads(f.read(MAX_MANIFEST_BYTES + 1))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise IndexFormatError(f"{path} is not valid JSON: {exc}") from exc
+    except OSError as exc:
+        raise IndexFormatError(f"cannot read {path}: {exc}") from exc
+    return validate_manifest(manifest, path)
+
+
+def validate_manifest(m: Any, where: Path) -> dict[str, Any]:
+    """Check the schema and values of a parsed manifest; returns it unchanged."""
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        raise IndexFormatError(f"{where} is not a qrerank index manifest")
+    version = m.get("format_version")
+    if not _is_int(version) or version != FORMAT_VERSION:
+        raise IndexFormatError(
+            f"{where.parent} has index format version {_short(version)}, this qrerank reads version "
+            f"{FORMAT_VERSION}; rebuild it with `qrerank index`"
+        )
+
+    def bad(field: str, want: str) -> IndexFormatError:
+        return IndexFormatError(f"{where}: field {field!r} must be {want}, got {_short(m.get(field))}")
+
+    if not isinstance(m.get("model"), str) or not 0 < len(m["model"]) <= 1000:
+        raise bad("model", "a non-empty string")
+    if not _is_int(m.get("dim")) or not 0 < m["dim"] <= MAX_DIM:
+        raise bad("dim", f"an integer in 1..{MAX_DIM}")
+    if not _is_int(m.get("count")) or not 0 < m["count"] <= MAX_COUNT:
+        raise bad("count", f"an integer in 1..{MAX_COUNT}")
+    if not isinstance(m.get("normalized"), bool):
+        raise bad("normalized", "true or false")
+    tau = m.get("tau")
+    if not _is_number(tau) or not math.isfinite(tau) or tau <= 0:
+        raise bad("tau", "a finite number > 0")
+    for field in ("qrerank_version", "created"):
+        if field in m and not isinstance(m[field], str):
+            raise bad(field, "a string")
+    if "encode_seconds" in m and not (_is_number(m["encode_seconds"]) and math.isfinite(m["encode_seconds"])):
+        raise bad("encode_seconds", "a number")
+    index = m.get("index")
+    if not isinstance(index, dict) or index.get("kind") not in INDEX_KINDS:
+        raise IndexFormatError(
+            f"{where}: field 'index' must be an object whose 'kind' is one of {', '.join(INDEX_KINDS)}, "
+            f"got {_short(index)}"
+        )
+    _check_params(index.get("params", {}), index["kind"], where)
+    _check_files(m.get("files"), index["kind"], where)
+    return m
+
+
+def _check_params(params: Any, kind: str, where: Path) -> None:
+    if not isinstance(params, dict):
+        raise IndexFormatError(f"{where}: field 'index.params' must be an object, got {_short(params)}")
+    for key, value in params.items():
+        if kind == "exact":  # ignored when loading, but still plain data
+            ok = value is None or isinstance(value, str | bool) or (_is_number(value) and math.isfinite(value))
+            want = "a string, number, boolean or null"
+        else:  # passed to FaissIndex as keyword arguments
+            ok = key in FAISS_PARAMS and (value is None or (_is_int(value) and 0 < value <= _MAX_PARAM))
+            want = f"one of {', '.join(FAISS_PARAMS)} with an integer in 1..{_MAX_PARAM} or null"
+        if not ok:
+            raise IndexFormatError(
+                f"{where}: field 'index.params' entry {_short(key)}: {_short(value)} is invalid; "
+                f"each must be {want}"
+            )
+
+
+def _check_files(files: Any, kind: str, where: Path) -> None:
+    required = required_files(kind)
+    if not isinstance(files, dict):
+        raise IndexFormatError(f"{where}: field 'files' must be an object, got {_short(files)}")
+    for name in files:
+        if name not in required:
+            raise IndexFormatError(
+                f"{where}: field 'files' names {_short(name)}, which is not a file of a {kind!r} index "
+                f"({', '.join(required)})"
+            )
+    for name in required:
+        entry = files.get(name)
+        if entry is None:
+            raise IndexFormatError(f"{where}: field 'files' has no entry for {name}")
+        if not isinstance(entry, dict):
+            raise IndexFormatError(f"{where}: field 'files.{name}' must be an object, got {_short(entry)}")
+        if not isinstance(entry.get("sha256"), str) or not _SHA256.fullmatch(entry["sha256"]):
+            raise IndexFormatError(f"{where}: field 'files.{name}.sha256' must be 64 lowercase hex digits")
+        if not _is_int(entry.get("bytes")) or entry["bytes"] < 0:
+            raise IndexFormatError(f"{where}: field 'files.{name}.bytes' must be an integer >= 0")
