@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -12,9 +12,10 @@ import numpy as np
 class Encoder(Protocol):
     """Maps texts to float32 embeddings ``[n, dim]``.
 
-    ``name`` identifies the model *and* its output settings (e.g. normalisation): it keys the
-    embedding cache and is recorded in index manifests, so two encoders with the same name must
-    produce the same vectors.
+    ``name`` identifies the model *and* its output settings (e.g. normalisation) unambiguously:
+    index manifests record it and :func:`qrerank.load_encoder` loads it back from any working
+    directory (a local folder is named by its absolute path). Two encoders with the same name
+    must produce the same vectors; the embedding cache also keys on :class:`CacheIdentity`.
     """
 
     name: str
@@ -24,3 +25,14 @@ class Encoder(Protocol):
     def encode(
         self, texts: Sequence[str], *, batch_size: int = 32, show_progress: bool = False
     ) -> np.ndarray: ...
+
+
+@runtime_checkable
+class CacheIdentity(Protocol):
+    """An encoder that can list everything its vectors depend on, to key the embedding cache.
+
+    ``cache_identity()`` returns JSON-serialisable values: name, a fingerprint of the weights,
+    max sequence length, dtype, normalisation. Encoders without it are keyed by name and dim.
+    """
+
+    def cache_identity(self) -> dict[str, Any]: ...

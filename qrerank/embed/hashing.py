@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +25,10 @@ class HashingEncoder:
         self.dim = dim
         self.normalized = normalized
         self.name = f"hashing-{dim}" + ("" if normalized else "-raw")
+
+    def cache_identity(self) -> dict[str, Any]:
+        """Everything the vectors depend on (the token rule is fixed: version 1)."""
+        return {"encoder": "hashing", "version": 1, "dim": self.dim, "normalized": self.normalized}
 
     def _bucket(self, token: str) -> tuple[int, float]:
         h = int.from_bytes(hashlib.blake2b(token.encode(), digest_size=8).digest(), "little")

@@ -6,16 +6,25 @@ local folder or a sentence-transformers model already in the local Hugging Face 
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 from qrerank.embed.base import Encoder
 from qrerank.embed.cache import CachedEncoder, EmbeddingCache
 from qrerank.embed.hashing import HashingEncoder
-from qrerank.errors import ModelNotFoundError
+from qrerank.embed.identity import hub_snapshot
+from qrerank.errors import InputError, ModelNotFoundError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+RAW_SUFFIX = "-raw"  # what an unnormalised encoder appends to its name
+MAX_HASHING_DIM = 1 << 16
+_HASHING = re.compile(r"hashing-([0-9]+)")
 
 
 def _minilm() -> Path:
@@ -47,9 +56,11 @@ def resolve_model(name: str) -> tuple[str, str]:
     short = name.removeprefix("sentence-transformers/")
     if short in PACKAGED_MODELS:
         return short, str(PACKAGED_MODELS[short][0]())
-    if Path(name).expanduser().exists():
-        path = Path(name).expanduser().resolve()
-        return path.name, str(path)
+    if _exists(name):
+        # The absolute path, not the folder name: an index records it and must find it again
+        # from any working directory, and two folders called "m" are two models.
+        path = str(Path(name).expanduser().resolve())
+        return path, path
     if not _in_hf_cache(name):
         raise ModelNotFoundError(
             f"model {name!r} is not a packaged model ({', '.join(PACKAGED_MODELS)}), not a local folder "
@@ -58,21 +69,44 @@ def resolve_model(name: str) -> tuple[str, str]:
     return name, name
 
 
+def _exists(name: str) -> bool:
+    try:
+        return Path(name).expanduser().exists()
+    except (OSError, ValueError):  # a NUL byte or an over-long name is no folder of ours
+        return False
+
+
 def _in_hf_cache(repo_id: str) -> bool:
     """True if a sentence-transformers or transformers checkout of ``repo_id`` is cached locally."""
     try:
-        from huggingface_hub import try_to_load_from_cache
+        import huggingface_hub  # noqa: F401
     except ImportError:  # no hub client: let the loader decide
         return True
-    candidates = [repo_id] if "/" in repo_id else [repo_id, f"sentence-transformers/{repo_id}"]
-    for repo in candidates:
-        try:
-            found = try_to_load_from_cache(repo, "config.json")
-        except ValueError:  # not a valid repo id
-            continue
-        if isinstance(found, str):
-            return True
-    return False
+    return hub_snapshot(repo_id) is not None
+
+
+def _hashing(name: str, normalize: bool) -> HashingEncoder | None:
+    """The HashingEncoder ``hashing-DIM`` names, None for other names; InputError for a bad DIM."""
+    m = _HASHING.fullmatch(name)
+    if m is None:
+        return None
+    digits = m.group(1)
+    dim = int(digits) if len(digits) <= 6 else MAX_HASHING_DIM + 1
+    if not 1 <= dim <= MAX_HASHING_DIM:
+        raise InputError(f"hashing encoder dim must be in 1..{MAX_HASHING_DIM}, got {name!r}")
+    return HashingEncoder(dim, normalized=normalize)
+
+
+def _spellings(name: str, normalize: bool) -> list[tuple[str, bool]]:
+    """(model, normalize) pairs ``name`` may mean, most likely first.
+
+    An unnormalised encoder is named ``MODEL-raw`` and index manifests record that name, so
+    ``load_encoder(encoder.name, normalize=encoder.normalized)`` must strip the suffix again.
+    """
+    if not name.endswith(RAW_SUFFIX) or name == RAW_SUFFIX:
+        return [(name, normalize)]
+    raw = (name.removesuffix(RAW_SUFFIX), False)
+    return [raw, (name, normalize)] if not normalize else [(name, normalize), raw]
 
 
 def load_encoder(
@@ -87,16 +121,31 @@ def load_encoder(
 
     ``name`` is a packaged model (``all-MiniLM-L6-v2``, ``all-mpnet-base-v2``), ``hashing-DIM``
     (the dependency-free keyword encoder), a local sentence-transformers folder, or a hub id
-    already in the local Hugging Face cache (never downloaded).
+    already in the local Hugging Face cache (never downloaded). Any encoder's ``name`` (with
+    ``-raw`` when unnormalised) loads that encoder again: ``load_encoder(enc.name).name == enc.name``.
     """
-    encoder: Encoder
-    if name.startswith("hashing-") and name.removeprefix("hashing-").isdigit():
-        encoder = HashingEncoder(int(name.removeprefix("hashing-")), normalized=normalize)
-    else:
+    encoder: Encoder | None = None
+    first_error: ModelNotFoundError | None = None
+    for model, norm in _spellings(name, normalize):
+        encoder = _hashing(model, norm)
+        if encoder is not None:
+            break
+        try:
+            canonical, target = resolve_model(model)
+        except ModelNotFoundError as exc:
+            first_error = first_error or exc
+            continue
         from qrerank.embed.st import SentenceTransformerEncoder
 
-        canonical, target = resolve_model(name)
-        encoder = SentenceTransformerEncoder(target, name=canonical, device=device, normalize=normalize)
+        encoder = SentenceTransformerEncoder(target, name=canonical, device=device, normalize=norm)
+        break
+    if encoder is None:
+        assert first_error is not None  # every spelling failed to resolve
+        raise first_error
     if not cache:
         return encoder
-    return CachedEncoder(encoder, EmbeddingCache(encoder.name, encoder.dim, cache_dir))
+    try:
+        return CachedEncoder(encoder, EmbeddingCache.for_encoder(encoder, cache_dir))
+    except (OSError, sqlite3.Error) as exc:  # an unwritable cache dir must not stop the command
+        log.warning("embedding cache disabled (%s)", exc)
+        return encoder

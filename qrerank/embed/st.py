@@ -6,10 +6,12 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from qrerank._optional import require
+from qrerank.embed.identity import weights_fingerprint
 from qrerank.errors import ModelNotFoundError
 
 log = logging.getLogger(__name__)
@@ -81,9 +83,26 @@ class SentenceTransformerEncoder:
             or self.model.get_sentence_embedding_dimension
         )
         self.dim = int(get_dim())
-        base = name or (Path(model).name if Path(model).exists() else str(model))
+        local = Path(model).expanduser()
+        # A local folder is named by its absolute path: unambiguous, and loadable from any cwd.
+        base = name or (str(local.resolve()) if local.exists() else str(model))
         self.name = base + ("" if normalize else "-raw")
+        self.weights = weights_fingerprint(local if local.exists() else str(model))
         log.info("loaded %s (dim %d) on %s", self.name, self.dim, self.device)
+
+    def cache_identity(self) -> dict[str, Any]:
+        """Name, weights fingerprint and the settings that change the vectors (see CacheIdentity)."""
+        dtype = next((str(p.dtype) for p in self.model.parameters()), "none")
+        return {
+            "encoder": "sentence-transformers",
+            "name": self.name,
+            "weights": self.weights,
+            "dim": self.dim,
+            "max_seq_length": self.model.max_seq_length,
+            "dtype": dtype,
+            "normalized": self.normalized,
+            "renormalize": self._renormalize,
+        }
 
     def encode(
         self, texts: Sequence[str], *, batch_size: int = 32, show_progress: bool = False
