@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,21 +13,57 @@ from qrerank.errors import InputError
 from qrerank.types import Document
 
 TEXT_SUFFIXES = (".txt", ".md")
+# A \uD800-\uDFFF escape may leave an unpaired surrogate: such a str cannot be written as
+# UTF-8 (to SQLite, the cache, stdout), so it is refused where it enters. Cheap prefilter.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _decode_line(where: str, lineno: int, raw: bytes) -> str:
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{where}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
+        ) from None
+    return line.removeprefix("\ufeff") if lineno == 1 else line  # a BOM some editors write
+
+
+def _parse_line(where: str, line: str) -> Any:
+    """One non-blank JSONL line -> value; every way hostile text can fail is an InputError."""
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{where}: invalid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise InputError(f"{where}: invalid JSON (nested too deeply)") from None
+    except ValueError as exc:  # e.g. an integer of more than sys.get_int_max_str_digits() digits
+        raise InputError(f"{where}: invalid JSON ({str(exc).split(';')[0]})") from None
+    if _SURROGATE_ESCAPE.search(line):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError(
+                f"{where}: a string holds an unpaired UTF-16 surrogate escape (e.g. \\ud800)"
+            ) from None
+    return value
 
 
 def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
     """(1-based line number, parsed value) per non-blank line; InputError names a bad line."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise InputError(f"{path} is a directory, not a JSONL file")
+    if not path.exists():
         raise InputError(f"no such file: {path}")
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+    try:
+        f = path.open("rb")  # bytes: a decoding error can then name its line
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with f:
+        for lineno, raw in enumerate(f, start=1):
+            line = _decode_line(f"{path}:{lineno}", lineno, raw)
+            if line.strip():
+                yield lineno, _parse_line(f"{path}:{lineno}", line)
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[Document]:
@@ -39,6 +76,8 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[Document]:
         if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
             raise InputError(f"{path}:{lineno}: expected an object with a string 'text' field")
         doc_id = obj.get("_id", obj.get("id", obj.get("doc_id", len(docs))))
+        if isinstance(doc_id, bool) or not isinstance(doc_id, str | int | float):
+            raise InputError(f"{path}:{lineno}: the document id must be a string or a number")
         meta = {k: v for k, v in obj.items() if k not in ("_id", "id", "doc_id", "title", "text")}
         docs.append(
             Document(doc_id=str(doc_id), title=str(obj.get("title") or ""), text=obj["text"], metadata=meta)
@@ -56,6 +95,8 @@ def read_folder(path: str | os.PathLike[str]) -> list[Document]:
             text = p.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             raise InputError(f"{p}: not UTF-8 text") from None
+        except OSError as exc:
+            raise InputError(f"cannot read {p}: {exc.strerror or exc}") from None
         if text.strip():
             rel = p.relative_to(root).as_posix()
             docs.append(Document(doc_id=rel, title=p.stem, text=text.strip(), metadata={"path": rel}))

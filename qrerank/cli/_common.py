@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from qrerank.errors import InputError
@@ -87,6 +88,21 @@ def print_hits(hits: Sequence[RankedDoc], as_json: bool, *, show_id: bool = Fals
 
 
 def require_text(value: str, what: str) -> str:
+    """``value`` if it is non-blank text that can be written as UTF-8, else InputError."""
     if not value.strip():
         raise InputError(f"{what} must not be empty")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable argv bytes arrive as lone surrogates
+        raise InputError(f"{what} is not valid UTF-8 text") from None
     return value
+
+
+def out_dir(value: str, flag: str = "--out") -> Path:
+    """``value`` as a Path, refused before any work if it or a parent is an existing non-directory."""
+    path = Path(value)
+    for p in (path, *path.parents):
+        if p.exists() and not p.is_dir():
+            what = "is an existing file" if p == path else f"lies under {p}, which is a file"
+            raise InputError(f"{flag} {value} {what}, not a directory")
+    return path

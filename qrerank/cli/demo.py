@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 from importlib import resources
-from pathlib import Path
 
-from qrerank.cli._common import clip, positive_int, write
+from qrerank.cli._common import clip, out_dir, positive_int, write
 from qrerank.corpus import read_jsonl
 from qrerank.embed.cache import default_cache_dir
 from qrerank.embed.models import DEFAULT_MODEL, load_encoder
@@ -25,13 +24,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    out = out_dir(args.out) if args.out else default_cache_dir() / "demo-index"
     data = resources.files("qrerank") / "data"
     with (
         resources.as_file(data / "demo_corpus.jsonl") as corpus,
         resources.as_file(data / "demo_queries.jsonl") as queries_file,
     ):
         docs, queries = read_jsonl(corpus), read_jsonl(queries_file)
-    out = Path(args.out) if args.out else default_cache_dir() / "demo-index"
     encoder = load_encoder(args.model)
     t0 = time.perf_counter()
     index = build_index(docs, encoder, out)

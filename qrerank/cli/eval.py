@@ -11,7 +11,7 @@ import argparse
 import shlex
 import sys
 
-from qrerank.cli._common import positive_int, write
+from qrerank.cli._common import out_dir, positive_int, write
 from qrerank.embed.models import DEFAULT_MODEL
 
 PROTOCOLS = ("full", "rerank", "judged", "sts")
@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from qrerank.embed.models import load_encoder
     from qrerank.errors import InputError
 
+    out_dir(args.out)  # refused now, not after the whole evaluation has run
     for a in args.alphas or ():
         if not 0.0 <= a <= 1.0:
             raise InputError(f"alphas must lie in [0, 1], got {a}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from qrerank.cli._common import positive_float, positive_int, write
+from qrerank.cli._common import out_dir, positive_float, positive_int, write
 from qrerank.corpus import load_corpus
 from qrerank.embed.models import DEFAULT_MODEL, load_encoder
 from qrerank.index.directory import INDEX_KINDS, build_index
@@ -27,11 +27,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    out = out_dir(args.out)
     docs = load_corpus(args.src)
     encoder = load_encoder(args.model, device=args.device, normalize=not args.raw)
     t0 = time.perf_counter()
     index = build_index(
-        docs, encoder, args.out, kind=args.kind, tau=args.tau, batch_size=args.batch_size, show_progress=True
+        docs, encoder, out, kind=args.kind, tau=args.tau, batch_size=args.batch_size, show_progress=True
     )
     write(
         f"indexed {len(index)} documents with {index.model} ({index.dim}-d, {args.kind}) "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from qrerank.cli._common import frac_float, non_negative_int, positive_float, positive_int, write
+from qrerank.cli._common import frac_float, non_negative_int, out_dir, positive_float, positive_int, write
 from qrerank.embed.models import DEFAULT_MODEL
 
 
@@ -63,6 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from qrerank.train.trainer import TrainConfig, train
 
+    out_dir(args.out)  # refused now, not after training
     config = TrainConfig(
         head=args.head,
         out_dim=args.out_dim,
