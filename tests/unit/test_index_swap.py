@@ -263,3 +263,25 @@ def test_retention_keeps_live_and_previous(tmp_path: Path) -> None:
     assert [d.exists() for d in dirs if d is not None] == [False, False, True, True]
     assert (out / "CURRENT").read_text().strip() == dirs[-1].name  # type: ignore[union-attr]
     assert np.allclose(DocumentIndex.load(out).embeddings, ENC.encode([d.content for d in corpus(3)]))
+
+
+def test_atomic_dir_rolls_back_a_failed_second_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Heads still use atomic_dir: if the temp folder cannot be renamed in, the old one returns."""
+    from qrerank._fs import atomic_dir
+
+    out = tmp_path / "head"
+    out.mkdir()
+    (out / "config.json").write_text("old")
+    real = Path.rename
+
+    def rename(self: Path, target: str | Path) -> Path:
+        if self.name.startswith(".head.tmp-"):
+            raise OSError("rename failed")
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(OSError, match="rename failed"), atomic_dir(out) as tmp:
+        (tmp / "config.json").write_text("new")
+    monkeypatch.undo()
+    assert (out / "config.json").read_text() == "old"
+    assert entries(tmp_path) == ["head"]
