@@ -6,7 +6,15 @@ passed, de-duplicates the texts, encodes them in one call on a dedicated thread 
 stays free to accept and parse requests meanwhile) and hands each request its rows. While one
 batch is encoding the next one fills up, so under load batches grow by themselves and the wait
 costs nothing. The queue is bounded: when ``max_queue`` requests are already waiting,
-:class:`QueueFullError` is raised at once (the service answers 429) instead of queueing forever.
+:class:`QueueFullError` is raised at once (the service answers 429) instead of queueing forever;
+a request cancelled while waiting (its client timed out) leaves the queue at once, so it never
+holds a place it will not use.
+
+One bad text must not fail its neighbours: when encoding a batch raises, the batch is split in
+halves and each half encoded again, down to single requests, so only the request(s) whose texts
+make the encoder raise fail, with :class:`EncodeError` (the encoder's exception is its
+``__cause__``); so does a request one of whose embeddings holds NaN or infinity. With one offender among ``n`` requests that costs about ``2 log2(n)`` extra
+encode calls, not ``n``.
 """
 
 from __future__ import annotations
@@ -34,6 +42,14 @@ class QueueFullError(RuntimeError):
 
 class BatcherClosedError(RuntimeError):
     """The batcher is stopped (server shutting down)."""
+
+
+class EncodeError(RuntimeError):
+    """The encoder raised on this request's own texts; ``__cause__`` is what it raised."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(f"the encoder failed on this request's texts: {type(cause).__name__}: {cause}")
+        self.__cause__ = cause
 
 
 @dataclass(slots=True)
@@ -108,7 +124,20 @@ class MicroBatcher:
         self._waiting.append(job)
         self._waiting_texts += len(job.texts)
         self._wakeup.set()
-        return await job.future
+        try:
+            return await job.future
+        except asyncio.CancelledError:
+            # The caller timed out or went away: free its place in the queue now, not when the
+            # worker next gets to it (a slow batch would otherwise turn later requests into 429s).
+            self._discard(job)
+            raise
+
+    def _discard(self, job: _Job) -> None:
+        try:
+            self._waiting.remove(job)
+        except ValueError:  # already taken into a batch
+            return
+        self._waiting_texts -= len(job.texts)
 
     async def _next_batch(self) -> list[_Job]:
         while not self._waiting:
@@ -138,30 +167,62 @@ class MicroBatcher:
         return batch
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = await self._next_batch()
             if not batch:
                 continue
-            unique = list(dict.fromkeys(t for job in batch for t in job.texts))
             t0 = time.perf_counter()
             try:
-                vectors = await loop.run_in_executor(self._executor, self._encode, unique)
+                n_texts = await self._encode_batch(batch)
             except asyncio.CancelledError:
                 for job in batch:
                     if not job.future.done():
                         job.future.set_exception(BatcherClosedError("server is shutting down"))
                 raise
-            except Exception as exc:  # the encoder failed: every request of the batch learns why
-                log.exception("encoding a batch of %d texts failed", len(unique))
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
-                continue
-            seconds = time.perf_counter() - t0
-            row = {t: i for i, t in enumerate(unique)}
-            for job in batch:
-                if not job.future.done():
-                    job.future.set_result(vectors[[row[t] for t in job.texts]])
             if self._on_batch is not None:
-                self._on_batch(len(batch), len(unique), seconds)
+                self._on_batch(len(batch), n_texts, time.perf_counter() - t0)
+
+    async def _encode_batch(self, batch: list[_Job]) -> int:
+        """Encode ``batch`` and resolve its futures; on failure bisect down to the offenders.
+
+        Returns the number of distinct texts in ``batch`` (for the batch-size metric).
+        """
+        unique = list(dict.fromkeys(t for job in batch for t in job.texts))
+        try:
+            out = await asyncio.get_running_loop().run_in_executor(self._executor, self._encode, unique)
+            vectors = np.asarray(out)
+            if vectors.ndim != 2 or len(vectors) != len(unique):
+                raise ValueError(f"the encoder returned shape {vectors.shape} for {len(unique)} texts")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            live = [job for job in batch if not job.future.done()]
+            if len(live) > 1:
+                log.warning(
+                    "encoding a batch of %d requests failed (%s: %s); retrying in halves to isolate it",
+                    len(live), type(exc).__name__, exc,
+                )  # fmt: skip
+                half = len(live) // 2
+                await self._encode_batch(live[:half])
+                await self._encode_batch(live[half:])
+            elif live:
+                log.error("encoding failed for one request of %d texts", len(live[0].texts), exc_info=exc)
+                live[0].future.set_exception(EncodeError(exc))
+            return len(unique)
+        row = {t: i for i, t in enumerate(unique)}
+        # A NaN/inf row (e.g. a half-precision overflow) would rank garbage without any error:
+        # it fails the requests holding that text, like an exception would.
+        finite = np.isfinite(vectors).all(axis=1)
+        for job in batch:
+            if job.future.done():
+                continue
+            rows = [row[t] for t in job.texts]
+            bad = [i for i, r in enumerate(rows) if not finite[r]]
+            if bad:
+                log.error("the encoder returned non-finite values for text %d of a request", bad[0])
+                job.future.set_exception(
+                    EncodeError(FloatingPointError(f"non-finite embedding for text {bad[0]} of the request"))
+                )
+            else:
+                job.future.set_result(vectors[rows])
+        return len(unique)

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from qrerank.service.batcher import BatcherClosedError, MicroBatcher, QueueFullError
+from qrerank.service.batcher import BatcherClosedError, EncodeError, MicroBatcher, QueueFullError
 
 
 class RecordingEncoder:
@@ -116,7 +116,7 @@ def test_full_queue_raises_at_once() -> None:
     run(main())
 
 
-def test_encoder_error_reaches_every_request_of_the_batch() -> None:
+def test_a_broken_encoder_fails_every_request_with_its_error() -> None:
     def broken(texts: list[str]) -> np.ndarray:
         raise RuntimeError("boom")
 
@@ -129,7 +129,9 @@ def test_encoder_error_reaches_every_request_of_the_batch() -> None:
             await b.stop()
 
     results = run(main())
-    assert all(isinstance(r, RuntimeError) and "boom" in str(r) for r in results)
+    assert len(results) == 2
+    for r in results:  # after bisecting down to each request alone
+        assert isinstance(r, EncodeError) and isinstance(r.__cause__, RuntimeError) and "boom" in str(r)
 
 
 def test_cancelled_requests_are_skipped_and_stop_fails_waiters() -> None:
