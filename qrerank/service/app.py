@@ -3,8 +3,10 @@
 Routes: ``/v1/rerank`` ``/v2/rerank`` (Cohere), ``/tei/rerank`` (TEI), ``/rerank`` (either,
 by body shape), ``/search``, ``/embed``, ``/health``, ``/metrics`` and the playground at ``/``.
 Every error is JSON ``{message, type, field}``: 400 malformed JSON, 401 missing/wrong API key,
-404 no index, 413 over a size limit, 415 not JSON, 422 invalid field, 429 queue full, 503
-timed out or shutting down; never a traceback.
+404 no index, 413 over a size limit, 415 not JSON, 422 invalid field (or a text the encoder
+refuses as invalid input), 429 queue full, 500 the encoder failed on this request's texts (only
+that request fails; the others of its micro-batch are answered), 503 timed out or shutting
+down; never a traceback.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from qrerank._optional import require
 from qrerank.errors import QrerankError
 from qrerank.rerank.reranker import Reranker
 from qrerank.service import schemas as s
-from qrerank.service.batcher import BatcherClosedError, QueueFullError
+from qrerank.service.batcher import BatcherClosedError, EncodeError, QueueFullError
 from qrerank.service.config import Settings
 from qrerank.service.engine import Engine, Hit, LimitError, NoIndexError, finite
 from qrerank.service.metrics import ServiceMetrics
@@ -57,6 +59,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (415, "body is not JSON"),
         (422, "invalid field"),
         (429, "batch queue full; retry later"),
+        (500, "the encoder failed on this request's texts"),
         (503, "timed out waiting for the encoder, or shutting down"),
     )
 }
@@ -177,10 +180,11 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        kind = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+        kind = {400: "malformed_json", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
             exc.status_code, "http_error"
         )
-        field = "body" if exc.status_code == 413 else None
+        # 400 comes from a body FastAPI could not even decode (e.g. not UTF-8).
+        field = "body" if exc.status_code in (400, 413) else None
         return error(exc.status_code, str(exc.detail), kind, field, **(exc.headers or {}))
 
     @app.exception_handler(LimitError)
@@ -201,6 +205,18 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BatcherClosedError)
     async def closing(request: Request, exc: BatcherClosedError) -> JSONResponse:
         return error(503, str(exc), "unavailable")
+
+    @app.exception_handler(EncodeError)
+    async def encode_failed(request: Request, exc: EncodeError) -> JSONResponse:
+        cause = exc.__cause__
+        if isinstance(cause, QrerankError | UnicodeError):  # the encoder refused this input
+            return error(422, f"invalid input: {cause}", "invalid_input")
+        # The type only: the exception's text may hold paths or internals (it is in the log).
+        name = type(cause).__name__ if cause is not None else "error"
+        return error(
+            500, f"the encoder failed on this request's texts ({name}); other requests are unaffected",
+            "encode_failed",
+        )  # fmt: skip
 
     @app.exception_handler(NoIndexError)
     async def no_index(request: Request, exc: NoIndexError) -> JSONResponse:
@@ -292,10 +308,14 @@ def _install_docs(app: FastAPI) -> None:
         )
 
 
-def create_app(settings: Settings | None = None, reranker: Reranker | None = None) -> FastAPI:
-    """The service app. ``reranker`` skips model loading (tests pass a HashingEncoder one)."""
+def create_app(
+    settings: Settings | None = None, reranker: Reranker | None = None, index: Any = None
+) -> FastAPI:
+    """The service app. ``reranker`` skips model loading (tests pass a HashingEncoder one);
+    ``index``, a loaded DocumentIndex, skips loading ``settings.index`` again (``qrerank serve``
+    loads it first, to refuse a corrupt index with one line before uvicorn starts)."""
     settings = settings or Settings()
-    engine = Engine(settings, reranker)
+    engine = Engine(settings, reranker, index)
     metrics = ServiceMetrics(queue_depth=lambda: engine.queue_depth)
 
     @asynccontextmanager
@@ -411,7 +431,7 @@ def create_app(settings: Settings | None = None, reranker: Reranker | None = Non
 
     @app.get("/health", response_model=s.Health, tags=["ops"])
     async def health() -> s.Health:
-        """Liveness and what is loaded (no API key needed)."""
+        """Liveness and what is loaded (no API key needed): the index by name and size, no path."""
         rr = engine.reranker
         info = s.IndexInfo(**engine.index_info) if engine.index_info else None
         return s.Health(
@@ -422,6 +442,9 @@ def create_app(settings: Settings | None = None, reranker: Reranker | None = Non
             queue_depth=engine.queue_depth,
             index=info,
         )
+
+    # HEAD for load balancers and `curl -I`; kept out of the schema, which documents the GET.
+    app.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)
 
     @app.get(
         "/metrics",

@@ -13,6 +13,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,6 +57,13 @@ def finite(x: float, fallback: float = 0.0) -> float:
     return max(min(x, 1e30), -1e30)
 
 
+def load_index(path: str) -> Any:
+    """The DocumentIndex at ``path``; IndexFormatError (one line) if it is missing or corrupt."""
+    from qrerank.index.directory import DocumentIndex
+
+    return DocumentIndex.load(path)
+
+
 def load_reranker(settings: Settings, index_model: str | None = None, normalized: bool = True) -> Reranker:
     """The Reranker the settings describe (model defaults to the index's model)."""
     from qrerank.embed.models import DEFAULT_MODEL, load_encoder
@@ -77,6 +85,13 @@ def load_reranker(settings: Settings, index_model: str | None = None, normalized
         head=settings.head,
         batch_size=settings.encode_batch_size,
     )
+
+
+def reranker_for(settings: Settings, index: Any = None) -> Reranker:
+    """The Reranker to serve ``index`` (a DocumentIndex or None) with: its model by default."""
+    model = index.model if index is not None else None
+    normalized = bool(index.manifest["normalized"]) if index is not None else True
+    return load_reranker(settings, model, normalized)
 
 
 class _BatchedEncoder:
@@ -106,9 +121,10 @@ class _BatchedEncoder:
 class Engine:
     """Reranker + micro-batcher + (optional) SearchPipeline, with the service's limits."""
 
-    def __init__(self, settings: Settings, reranker: Reranker | None = None) -> None:
+    def __init__(self, settings: Settings, reranker: Reranker | None = None, index: Any = None) -> None:
         self.settings = settings
         self._reranker = reranker
+        self._index = index  # a DocumentIndex loaded (and so validated) by the caller, if any
         self._batcher: MicroBatcher | None = None
         self.pipeline: Any = None  # SearchPipeline when an index is loaded
         self.index_info: dict[str, Any] | None = None
@@ -116,17 +132,13 @@ class Engine:
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def start(self, on_batch: BatchHook | None = None) -> None:
-        """Load the model and the index (on a thread) and start the batcher."""
+        """Load the model and the index (on a thread) unless given, and start the batcher."""
         loop = asyncio.get_running_loop()
-        index = None
-        if self.settings.index:
-            from qrerank.index.directory import DocumentIndex
-
-            index = await asyncio.to_thread(DocumentIndex.load, self.settings.index)
+        index = self._index
+        if index is None and self.settings.index:
+            index = await asyncio.to_thread(load_index, self.settings.index)
         if self._reranker is None:
-            model = index.model if index is not None else None
-            normalized = bool(index.manifest["normalized"]) if index is not None else True
-            self._reranker = await asyncio.to_thread(load_reranker, self.settings, model, normalized)
+            self._reranker = await asyncio.to_thread(reranker_for, self.settings, index)
         rr = self._reranker
         self._batcher = MicroBatcher(
             self._encode_sync,
@@ -144,8 +156,16 @@ class Engine:
                 bridge, method=rr.method, alpha=rr.alpha, tau=rr.tau, head=rr.head, normalize=rr.normalize
             )
             self.pipeline = SearchPipeline(index, reranker=searcher)
-            self.index_info = {"path": str(index.path), "documents": len(index), "model": index.model}
-        log.info("engine ready: model %s (%d-d), index %s", rr.encoder.name, rr.encoder.dim, self.index_info)
+            # The directory's name only: /health is public and must not reveal the filesystem.
+            self.index_info = {"name": Path(index.path).name, "documents": len(index), "model": index.model}
+        where = f" from {index.path}" if index is not None else ""
+        log.info(
+            "engine ready: model %s (%d-d), index %s%s",
+            rr.encoder.name,
+            rr.encoder.dim,
+            self.index_info,
+            where,
+        )
 
     async def stop(self) -> None:
         if self._batcher is not None:
@@ -209,11 +229,20 @@ class Engine:
         self.check_count(len(texts), "documents", self.settings.max_documents)
         q = self.fit(query, "query", truncate, left)
         fitted = [self.fit(t, f"documents.{i}", truncate, left) for i, t in enumerate(texts)]
-        emb = torch.from_numpy(await self.encode([q, *fitted]))
+        emb = await self.encode([q, *fitted])
         m = self.method(method)
-        scores = self.reranker.score_embeddings(emb[0], emb[1:], method=m, alpha=alpha)
+        # Scoring is torch work of O(docs x dim): on a worker thread, so the event loop keeps
+        # accepting and parsing requests (and feeding the batcher) meanwhile.
+        return await asyncio.to_thread(self._score, emb, list(texts), m, alpha, top_n)
+
+    def _score(
+        self, emb: np.ndarray, texts: list[str], method: Method, alpha: float | None, top_n: int | None
+    ) -> list[Hit]:
+        vectors = torch.from_numpy(emb)
+        scores = self.reranker.score_embeddings(vectors[0], vectors[1:], method=method, alpha=alpha)
         docs = [Document(text=t, doc_id=str(i)) for i, t in enumerate(texts)]
-        return [Hit(doc, self.relevance(doc.score, m)) for doc in ranked(docs, scores, top_n)]
+        spans = (_span(scores.cosine.tolist()), _span(scores.quantum.tolist()))
+        return self._hits(ranked(docs, scores, top_n), method, self.alpha(alpha), spans)
 
     async def search(
         self,
@@ -232,7 +261,11 @@ class Engine:
         q = self.fit(query, "query", None)
         m = self.method(method)
         hits = await asyncio.to_thread(self.pipeline.search, q, k=k, top_n=top_n, method=m, alpha=alpha)
-        return [Hit(h, self.relevance(h.score, m)) for h in hits]
+        # Only with top_n >= k are all the candidates the blend was normalised over in ``hits``.
+        spans = (
+            (_span([h.cosine for h in hits]), _span([h.log_fidelity for h in hits])) if top_n >= k else None
+        )
+        return self._hits(hits, m, self.alpha(alpha), spans)
 
     async def embed(
         self,
@@ -247,17 +280,60 @@ class Engine:
         fitted = [self.fit(t, f"texts.{i}", truncate) for i, t in enumerate(texts)]
         emb = await self.encode(fitted)
         tau = tau or self.reranker.tau or default_tau(emb.shape[1])
-        theta = bloch_angles(torch.from_numpy(emb), tau).numpy() if angles else None
+        theta = await asyncio.to_thread(_angles, emb, tau) if angles else None
         return emb, theta, tau
+
+    def _hits(
+        self,
+        docs: list[RankedDoc],
+        method: Method,
+        alpha: float,
+        spans: tuple[float, float] | None,
+    ) -> list[Hit]:
+        """Ranked docs with their relevance in [0, 1] (see :mod:`qrerank.service.schemas`).
+
+        A min-max hybrid blend rescales each signal over the request's candidates, so a signal
+        that is constant over them (always so for one document) contributes 0, and a lone
+        document would score 0.0 however well it matches. Given the spread of each signal over
+        all the candidates (``spans``: cosine, quantum), a constant signal contributes its
+        absolute value instead: the same amount for every document, so the order is unchanged
+        and the relevance stays in [0, 1].
+        """
+        out = [self.relevance(d.score, method) for d in docs]
+        if method is Method.HYBRID and self.reranker.normalize == "minmax" and spans and docs:
+            extra = 0.0
+            if not spans[0] > 0:
+                extra += alpha * self.absolute(docs[0].cosine, Method.COSINE)
+            if not spans[1] > 0:
+                extra += (1.0 - alpha) * self.absolute(docs[0].log_fidelity, Method.FIDELITY)
+            out = [min(max(r + extra, 0.0), 1.0) for r in out]
+        return [Hit(d, r) for d, r in zip(docs, out, strict=True)]
 
     def relevance(self, score: float, method: Method) -> float:
         """The ranking score mapped monotonically to [0, 1] (see :mod:`qrerank.service.schemas`)."""
+        if method is Method.HYBRID and self.reranker.normalize == "minmax":
+            return min(max(finite(score), 0.0), 1.0)
+        return self.absolute(score, method)
+
+    def absolute(self, score: float, method: Method) -> float:
+        """A cosine, log-fidelity (``FIDELITY``) or unnormalised blend mapped to [0, 1].
+
+        Cosine-scaled scores in [-1, 1] map to (1 + s) / 2; log-fidelity of n qubit states to
+        the geometric-mean per-qubit fidelity exp(log F / n).
+        """
         rr = self.reranker
-        if method is Method.HYBRID and rr.normalize == "minmax":
-            value = score
-        elif method is Method.FIDELITY and (rr.head is None or rr.head.kind == "state"):
+        if method is Method.FIDELITY and (rr.head is None or rr.head.kind == "state"):
             qubits = rr.head.out_dim if rr.head is not None else rr.encoder.dim
             value = math.exp(max(score, -1e30) / qubits)
-        else:  # cosine-scaled scores in [-1, 1]
+        else:  # cosine-scaled scores in [-1, 1] (a vector head's "quantum" signal is a cosine)
             value = (1.0 + score) / 2.0
         return min(max(finite(value), 0.0), 1.0)
+
+
+def _span(values: list[float]) -> float:
+    """max - min (0.0 for no values), the spread min-max normalisation divides by."""
+    return max(values) - min(values) if values else 0.0
+
+
+def _angles(emb: np.ndarray, tau: float) -> np.ndarray:
+    return bloch_angles(torch.from_numpy(emb), tau).numpy()

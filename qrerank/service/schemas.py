@@ -12,10 +12,18 @@ carry the two raw signals ``cosine`` and ``log_fidelity``. Unknown fields (Coher
 ``rank_fields``, ``max_tokens_per_doc``, ...) are ignored.
 
 ``relevance_score`` (Cohere) and ``score`` (TEI, unless ``raw_scores``) are the ranking score
-mapped monotonically to [0, 1]: hybrid -> the min-max blend itself (relative to the request's
-list: 1 for the best document on both signals); cosine -> (1 + cos) / 2; fidelity -> the
-geometric-mean per-qubit fidelity F^(1/n) = exp(log F / n). ``raw_scores`` returns the unmapped
-ranking score (hybrid blend, cosine, or log-fidelity).
+mapped monotonically to [0, 1]: cosine -> (1 + cos) / 2; fidelity -> the geometric-mean
+per-qubit fidelity F^(1/n) = exp(log F / n); hybrid -> the min-max blend itself, which is
+*relative to the request's documents*: each signal is rescaled to [0, 1] over them, so the best
+document on both signals gets 1 and the worst 0 however relevant they are, and scores are not
+comparable across requests (a signal that is constant over the documents, as with a single
+document, contributes its absolute value instead of 0). For a threshold or a comparison across
+requests use ``method: cosine`` or ``fidelity``, or the absolute ``cosine`` and ``log_fidelity``
+every result carries. ``raw_scores`` returns the unmapped ranking score (hybrid blend, cosine,
+or log-fidelity).
+
+Numbers must be finite JSON numbers of the right type: NaN, Infinity, numbers that overflow
+to infinity (``1e400``), strings and booleans are refused with 422 naming the field.
 """
 
 from __future__ import annotations
@@ -66,7 +74,13 @@ DocumentItem = Annotated[
         }
     ),
 ]
-Alpha = Annotated[float | None, Field(ge=0.0, le=1.0, description="hybrid weight of cosine")]
+# strict: JSON numbers only. Lax mode would read true as 1 and "0.5" as 0.5, hiding client bugs.
+Alpha = Annotated[float | None, Field(ge=0.0, le=1.0, strict=True, description="hybrid weight of cosine")]
+RELEVANCE = (
+    "ranking score mapped to [0, 1], best first. cosine: (1 + cos) / 2; fidelity: exp(log F / n); "
+    "hybrid: the min-max blend over this request's documents, relative to them (best 1, worst 0) "
+    "and not comparable across requests; use `cosine` / `log_fidelity` for absolute values"
+)
 MethodField = Annotated[Method | None, Field(description="ranking signal; default: the server's --method")]
 
 
@@ -87,7 +101,7 @@ class CohereRerankRequest(_Body):
     model: str | None = Field(default=None, description="accepted and ignored: the server has one model")
     query: Query
     documents: list[DocumentItem] = Field(min_length=1)
-    top_n: int | None = Field(default=None, ge=1)
+    top_n: int | None = Field(default=None, ge=1, strict=True)
     return_documents: bool = False
     method: MethodField = None
     alpha: Alpha = None
@@ -102,7 +116,7 @@ class RerankDocument(_Out):
 
 class CohereResult(_Out):
     index: int
-    relevance_score: float
+    relevance_score: float = Field(description=RELEVANCE)
     document: RerankDocument | None = None
     cosine: float
     log_fidelity: float
@@ -148,7 +162,7 @@ class TEIRerankRequest(_Body):
 
 class TEIRank(_Out):
     index: int
-    score: float
+    score: float = Field(description=RELEVANCE + "; with raw_scores the unmapped ranking score")
     text: str | None = None
     cosine: float
     log_fidelity: float
@@ -159,8 +173,10 @@ class TEIRank(_Out):
 
 class SearchRequest(_Body):
     query: Query
-    k: int = Field(default=100, ge=1, description="candidates retrieved from the index by cosine")
-    top_n: int = Field(default=10, ge=1, description="reranked results returned")
+    k: int = Field(
+        default=100, ge=1, strict=True, description="candidates retrieved from the index by cosine"
+    )
+    top_n: int = Field(default=10, ge=1, strict=True, description="reranked results returned")
     method: MethodField = None
     alpha: Alpha = None
 
@@ -173,7 +189,7 @@ class SearchHit(_Out):
     text: str
     metadata: dict[str, Any]
     score: float
-    relevance_score: float
+    relevance_score: float = Field(description=RELEVANCE + " (over the k candidates)")
     cosine: float
     log_fidelity: float
 
@@ -188,7 +204,7 @@ class EmbedRequest(_Body):
     texts: list[Text] = Field(min_length=1)
     angles: bool = Field(default=False, description="also return Bloch polar angles theta in (0, pi)")
     tau: float | None = Field(
-        default=None, ge=1e-6, le=1e6, description="Bloch temperature; default 1/sqrt(d)"
+        default=None, ge=1e-6, le=1e6, strict=True, description="Bloch temperature; default 1/sqrt(d)"
     )
     truncate: bool | None = None
 
@@ -210,7 +226,7 @@ class EmbedResponse(_Out):
 
 
 class IndexInfo(_Out):
-    path: str
+    name: str = Field(description="the index directory's name (never its path: /health is public)")
     documents: int
     model: str
 
