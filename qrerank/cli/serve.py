@@ -1,12 +1,27 @@
-"""``qrerank serve``: the HTTP service on uvicorn (flags override QRERANK_* variables)."""
+"""``qrerank serve``: the HTTP service on uvicorn (flags override QRERANK_* variables).
+
+Everything that can be wrong with the settings or the index is found here, before uvicorn
+starts, and reported as one line with exit code 2 (see :mod:`qrerank.cli`), not as uvicorn's
+startup traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+from typing import Any
 
 from qrerank._optional import require
 from qrerank.cli._common import positive_int
+
+# Float flags are read as text and parsed by the service's Settings, the one place that
+# checks them (finite and in range): a bad value is then one line naming the setting.
+FLOAT_FLAGS = {
+    "alpha": "hybrid weight of cosine, in [0, 1] (default 0.5)",
+    "tau": "Bloch temperature, > 0 (default 1/sqrt(d))",
+    "max_wait_ms": "how long a micro-batch waits for more requests (default 2)",
+    "request_timeout_s": "seconds a request may wait for the encoder before 503 (default 60)",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--index", default=None, metavar="INDEX_DIR", help="index for /search (`qrerank index`)")
     p.add_argument("--head", default=None, metavar="HEAD_DIR", help="trained head from `qrerank train`")
     p.add_argument("--method", choices=("cosine", "fidelity", "hybrid"), default=None, help="default signal")
+    for name, text in FLOAT_FLAGS.items():
+        p.add_argument("--" + name.replace("_", "-"), default=None, metavar="X", help=text)
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (not on /health)")
     p.add_argument("--workers", type=positive_int, default=None, help="processes, each with its own model")
     p.set_defaults(func=run)
@@ -32,6 +49,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from qrerank.service.config import Settings
 
+    floats: dict[str, Any] = {
+        name: Settings.parse(name, raw, "--" + name.replace("_", "-"))
+        for name in FLOAT_FLAGS
+        if (raw := getattr(args, name)) is not None
+    }
     settings = Settings.from_env(
         host=args.host,
         port=args.port,
@@ -41,9 +63,16 @@ def run(args: argparse.Namespace) -> int:
         method=args.method,
         api_key=args.api_key,
         workers=args.workers,
+        **floats,
     )
     require("uvicorn", "service")
+    from qrerank.service.engine import load_index, reranker_for
     from qrerank.service.server import serve
 
     logging.getLogger("qrerank").setLevel(logging.INFO)
-    return serve(settings)
+    # Load (and so verify) the index and, for one process, the model now: a corrupt index or
+    # an unknown model is an IndexFormatError / ModelNotFoundError here, one line and exit 2.
+    index = load_index(settings.index) if settings.index else None
+    if settings.workers > 1:  # each worker loads its own copies
+        return serve(settings)
+    return serve(settings, reranker=reranker_for(settings, index), index=index)

@@ -3,11 +3,17 @@
 This module is the only place that reads (or writes) the service's environment variables. Each
 field ``name`` maps to ``QRERANK_<NAME>``, e.g. ``QRERANK_MAX_WAIT_MS=2``; tuples are
 comma-separated, booleans accept 1/0, true/false, yes/no, on/off.
+
+Every number is checked when the settings are built, so a bad value stops the server at start
+with an :class:`~qrerank.errors.InputError` naming the setting, instead of serving nonsense
+(``QRERANK_TAU=nan`` would score every document 0): floats must be finite and within
+:data:`FLOAT_RANGES`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -17,6 +23,14 @@ from typing import Any
 from qrerank.errors import InputError
 
 ENV_PREFIX = "QRERANK_"
+
+# name -> (low, high, low is exclusive): the range every float setting must lie in.
+FLOAT_RANGES: dict[str, tuple[float, float, bool]] = {
+    "alpha": (0.0, 1.0, False),
+    "tau": (0.0, 1e6, True),  # the same upper bound as the /embed request field
+    "max_wait_ms": (0.0, 10_000.0, False),  # waiting seconds for company defeats batching
+    "request_timeout_s": (0.0, 86_400.0, True),
+}
 
 
 class LongDocs(StrEnum):
@@ -79,17 +93,19 @@ class Settings:
             "max_embed_texts",
             "max_k",
         )
+        for name in (*positive, "port"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise InputError(f"{name} must be an integer, got {value!r}")
         for name in positive:
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.port <= 65535:
             raise InputError(f"port must be in [0, 65535], got {self.port}")
-        if self.max_wait_ms < 0 or self.request_timeout_s <= 0:
-            raise InputError("max_wait_ms must be >= 0 and request_timeout_s > 0")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise InputError(f"alpha must be in [0, 1], got {self.alpha}")
-        if self.tau is not None and self.tau <= 0:
-            raise InputError(f"tau must be positive, got {self.tau}")
+        for name, (low, high, low_open) in FLOAT_RANGES.items():
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, _check_float(name, value, low, high, low_open))
         object.__setattr__(self, "long_docs", _enum(LongDocs, self.long_docs, "long_docs"))
         if self.api_key == "":
             object.__setattr__(self, "api_key", None)
@@ -103,12 +119,21 @@ class Settings:
         for f in fields(cls):
             raw = env.get(ENV_PREFIX + f.name.upper())
             if raw is not None and raw != "":
-                values[f.name] = _parse(f.name, str(f.type), raw)
+                values[f.name] = _parse(str(f.type), raw, ENV_PREFIX + f.name.upper())
         values.update({k: v for k, v in overrides.items() if v is not None})
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
             raise InputError(f"unknown settings: {', '.join(sorted(unknown))}")
         return cls(**values)
+
+    @classmethod
+    def parse(cls, name: str, raw: str, source: str) -> Any:
+        """``raw`` text for setting ``name`` as its type (e.g. a flag's value); ``source`` names
+        where it came from in the error (``--tau``)."""
+        types = {f.name: str(f.type) for f in fields(cls)}
+        if name not in types:
+            raise InputError(f"unknown setting {name!r}")
+        return _parse(types[name], raw, source)
 
     def to_env(self) -> dict[str, str]:
         """``QRERANK_*`` variables that make :meth:`from_env` rebuild these settings (for workers)."""
@@ -126,6 +151,19 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
+def _check_float(name: str, value: Any, low: float, high: float, low_open: bool) -> float:
+    """``value`` as a float if it is a finite number in the range, else InputError naming ``name``."""
+    left = "(" if low_open else "["
+    want = f"a finite number in {left}{low:g}, {high:g}]"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InputError(f"{name} must be {want}, got {value!r}")
+    x = float(value)
+    # NaN fails every comparison, so it must be caught explicitly; inf fails the upper bound.
+    if not math.isfinite(x) or x > high or (x <= low if low_open else x < low):
+        raise InputError(f"{name} must be {want}, got {value!r}")
+    return x
+
+
 def _enum(kind: type[StrEnum], value: Any, name: str) -> Any:
     try:
         return kind(value)
@@ -134,13 +172,15 @@ def _enum(kind: type[StrEnum], value: Any, name: str) -> Any:
         raise InputError(f"{name} must be one of {choices}, got {value!r}") from None
 
 
-def _parse(name: str, type_name: str, raw: str) -> Any:
-    var = ENV_PREFIX + name.upper()
+def _parse(type_name: str, raw: str, source: str) -> Any:
     try:
         if type_name.startswith("int"):
             return int(raw)
         if type_name.startswith("float"):
-            return float(raw)
+            x = float(raw)
+            if not math.isfinite(x):  # float() takes "nan" and "inf"; no setting wants them
+                raise ValueError(raw)
+            return x
         if type_name.startswith("bool"):
             low = raw.strip().lower()
             if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
@@ -149,5 +189,6 @@ def _parse(name: str, type_name: str, raw: str) -> Any:
         if type_name.startswith("tuple"):
             return tuple(part.strip() for part in raw.split(",") if part.strip())
     except ValueError:
-        raise InputError(f"{var}={raw!r} is not a valid {type_name.split(' ')[0]}") from None
+        kind = "finite number" if type_name.startswith("float") else type_name.split(" ")[0]
+        raise InputError(f"{source}={raw!r} is not a valid {kind}") from None
     return raw

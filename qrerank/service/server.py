@@ -30,11 +30,13 @@ class ReadyServer(uvicorn.Server):
             )
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, reranker: Any = None, index: Any = None) -> int:
     """Serve until interrupted; returns 0, or 2 if the server could not start (port taken...).
 
-    With ``workers > 1`` uvicorn's supervisor forks the workers; each builds its app from the
-    environment and logs "worker pid N ready" when its model is loaded.
+    ``reranker`` and ``index`` (a loaded DocumentIndex), when given, are served instead of
+    loading them in the app's lifespan. With ``workers > 1`` uvicorn's supervisor forks the
+    workers; each builds its app from the environment (so both are ignored) and logs "worker
+    pid N ready" when its model is loaded.
     """
     if settings.workers > 1:
         os.environ.update(settings.to_env())  # the workers' create_app_from_env reads these
@@ -50,7 +52,10 @@ def serve(settings: Settings) -> int:
     from qrerank.service.app import create_app
 
     config = uvicorn.Config(
-        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level
+        create_app(settings, reranker, index),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
     )
     server = ReadyServer(config)
     server.run()
