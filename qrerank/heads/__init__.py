@@ -1,5 +1,5 @@
 """Saving and loading trained heads: safetensors weights + config.json + model card."""
 
-from qrerank.heads.io import HEADS, load_head, save_head
+from qrerank.heads.io import HEADS, HeadFormatError, load_head, save_head
 
-__all__ = ["HEADS", "load_head", "save_head"]
+__all__ = ["HEADS", "HeadFormatError", "load_head", "save_head"]
