@@ -153,9 +153,10 @@ class EmbeddingCache:
                     else:
                         found[key] = vec
         except sqlite3.DatabaseError as exc:
-            if not _is_corrupt(exc):
-                raise
-            self._recover(exc)
+            if _is_corrupt(exc):
+                self._recover(exc)
+            else:  # locked for longer than the timeout, I/O error: encode instead
+                log.warning("embedding cache %s not read (%s); encoding instead", self.path, exc)
             return [None] * len(keys)
         if bad:
             log.warning("embedding cache %s: %d damaged entries, re-encoding them", self.path, bad)

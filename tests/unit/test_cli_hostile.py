@@ -253,3 +253,19 @@ def test_damaged_cache_entry_is_re_encoded(
     gc.collect()
     with sqlite3.connect(db) as conn:
         assert {n for (n,) in conn.execute("SELECT length(vec) FROM emb")} == {64 * 4}
+
+
+def test_unusable_cache_dir_only_disables_the_cache(
+    tmp_path: Path,
+    docs_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    not_a_dir = tmp_path / "cache-is-a-file"
+    not_a_dir.write_text("")
+    monkeypatch.setenv("QRERANK_CACHE_DIR", str(not_a_dir))
+    with caplog.at_level(logging.WARNING, logger="qrerank"):
+        assert main(["rerank", "qubit bloch", str(docs_file), *MODEL, "--json", "--top-n", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["doc_id"] == "d1"
+    assert any("embedding cache disabled" in r.getMessage() for r in caplog.records)
