@@ -3,7 +3,8 @@
 Weights are read with safetensors only (no pickle), so loading a head from an untrusted
 folder cannot execute code. A head trained with ``--train-layers N`` also carries the weights of
 the encoder layers it fine-tuned (``encoder.safetensors``, the last N layers only); use
-:func:`load_head_encoder` to get that encoder back.
+:func:`load_head_encoder` to get that encoder back. Heads, like indexes, should still come from
+trusted sources: validation bounds what a bad folder can do, it does not vouch for the weights.
 """
 
 from __future__ import annotations
