@@ -36,3 +36,22 @@ def test_table_reports_speed_up_against_the_baseline() -> None:
     ]
     text = load.table(rows)
     assert "| 8 | qrerank |" in text and "1.50x" in text and "1.00x" in text
+
+
+RELIABILITY = Path(__file__).resolve().parents[2] / "benchmarks" / "reliability_service.py"
+
+
+def test_reliability_workload_poisons_one_percent_and_the_verdict_needs_every_target() -> None:
+    spec = importlib.util.spec_from_file_location("bench_reliability", RELIABILITY)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    workload = bench.make_requests(random.Random(0), ["alpha", "beta", "gamma"], 200, 0.01, 5)
+    poisoned = [body for body, bad in workload if bad]
+    assert len(workload) == 200 and len(poisoned) == 2
+    assert all(sum(bench.MARKER in d for d in body["documents"]) == 1 for body in poisoned)
+    assert not any(bench.MARKER in d for body, bad in workload if not bad for d in body["documents"])
+    row = {"clean_failed": 0, "clean_wrong_ranking": 0, "poisoned_errored": 2, "poisoned": 2}
+    assert bench.passed(row)
+    assert not bench.passed({**row, "clean_failed": 1})
+    assert not bench.passed({**row, "poisoned_errored": 1})
