@@ -135,7 +135,7 @@ def save_head(
 
 def _inside(folder: Path, name: Any, field: str) -> Path:
     """``folder/name`` resolved, refused unless it stays inside ``folder`` (no absolute, no ``..``)."""
-    if not isinstance(name, str) or not name.strip():
+    if not isinstance(name, str) or not name.strip() or "\0" in name:
         raise HeadFormatError(f"field {field} must be a file name inside the head folder, got {name!r:.60}")
     if (
         PurePosixPath(name).is_absolute()
@@ -154,10 +154,14 @@ def _read_config(folder: Path) -> dict[str, Any]:
     """config.json of a head folder, parsed and schema-checked (values too), nothing built yet."""
     cfg_path = _inside(folder, CONFIG_FILE, "config file")
     try:
-        if cfg_path.stat().st_size > MAX_CONFIG_BYTES:
-            raise HeadFormatError(f"{cfg_path} is larger than {MAX_CONFIG_BYTES} bytes: not a head config")
-        text = cfg_path.read_bytes().decode("utf-8")
-        cfg = json.loads(text)
+        size = cfg_path.stat().st_size
+        raw = cfg_path.read_bytes() if size <= MAX_CONFIG_BYTES else b""
+    except OSError as exc:
+        raise HeadFormatError(f"cannot read {cfg_path}: {exc.strerror or exc}") from None
+    if size > MAX_CONFIG_BYTES:
+        raise HeadFormatError(f"{cfg_path} is larger than {MAX_CONFIG_BYTES} bytes: not a head config")
+    try:
+        cfg = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise HeadFormatError(f"{cfg_path} is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
@@ -166,8 +170,6 @@ def _read_config(folder: Path) -> dict[str, Any]:
         raise HeadFormatError(f"{cfg_path} is not a valid head config (nested too deeply)") from None
     except ValueError as exc:  # e.g. an integer past sys.get_int_max_str_digits()
         raise HeadFormatError(f"{cfg_path} is not a valid head config ({str(exc).split(';')[0]})") from None
-    except OSError as exc:
-        raise HeadFormatError(f"cannot read {cfg_path}: {exc.strerror or exc}") from None
     if not isinstance(cfg, dict):
         raise HeadFormatError(f"{cfg_path} must hold a JSON object, not {type(cfg).__name__}")
     if cfg.get("format_version", HEAD_FORMAT_VERSION) != HEAD_FORMAT_VERSION:

@@ -122,6 +122,12 @@ def test_bad_config_values_name_the_field(head_dir: Path, changes: dict[str, Any
         load_head(head_dir)
 
 
+def test_oversized_config_is_refused_unread(head_dir: Path) -> None:
+    (head_dir / "config.json").write_bytes(b" " * (2 << 20) + b"{}")
+    with pytest.raises(HeadFormatError, match="is larger than 1048576 bytes"):
+        load_head(head_dir)
+
+
 def test_missing_field_is_named(head_dir: Path) -> None:
     cfg = _config(head_dir)
     del cfg["config"]["out_dim"]
@@ -204,8 +210,9 @@ def _with_encoder(head_dir: Path, file: str) -> None:
         ("sub/../../outside.safetensors", "must be a relative path inside the head folder"),
         ("C:\\Windows\\win.ini", "must be a relative path inside the head folder"),
         ("", "must be a file name"),
+        ("enc\0.safetensors", "must be a file name"),
     ],
-    ids=["absolute", "dotdot", "nested-dotdot", "windows", "empty"],
+    ids=["absolute", "dotdot", "nested-dotdot", "windows", "empty", "nul"],
 )
 def test_encoder_file_is_confined_to_the_head_folder(
     head_dir: Path, file: str, message: str, monkeypatch: pytest.MonkeyPatch
