@@ -138,3 +138,63 @@ def test_tau_one_on_unit_vectors_ranks_like_cosine(gen: torch.Generator) -> None
     lf = log_fidelity_angles(bloch_angles(q, 1.0)[None], bloch_angles(docs, 1.0))
     cos = docs @ q
     assert torch.equal(torch.argsort(lf, descending=True)[:10], torch.argsort(cos, descending=True)[:10])
+
+
+def _reference(tq: torch.Tensor, td: torch.Tensor) -> torch.Tensor:
+    """The pairwise closed form in float64: the oracle every fast path is held against."""
+    return torch.stack([log_fidelity_angles(tq[i].double(), td.double()) for i in range(tq.shape[0])])
+
+
+def _hard_angles(gen: torch.Generator, n_docs: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Queries and docs whose qubit pairs include identical, nearly identical (1e-4..1e-2 apart),
+    nearly orthogonal (theta 0 vs pi - 1e-3) and exactly orthogonal (floor) pairs."""
+    q = torch.rand(3, n, generator=gen, dtype=torch.float64) * math.pi
+    d = torch.rand(n_docs, n, generator=gen, dtype=torch.float64) * math.pi
+    d[0] = q[0]  # identical state: log F = 0
+    d[1] = q[0] + 1e-4 * torch.randn(n, generator=gen, dtype=torch.float64)  # nearly identical
+    d[2] = (q[1] + 1e-2).clamp(max=math.pi)
+    q[2, :4], d[3, :4] = 1e-3, math.pi - 1e-3  # nearly orthogonal qubits
+    q[2, 4:6], d[4, 4:6] = 0.0, math.pi  # orthogonal: the floor
+    return q.clamp(0, math.pi), d.clamp(0, math.pi)
+
+
+@pytest.mark.parametrize("n", [384, 21, 5])  # a multiple of the block, a remainder, no full block
+@pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_planes_kernel_matches_the_float64_reference(gen: torch.Generator, n: int, compile: bool) -> None:
+    from qrerank.core.fidelity import bloch_planes, log_fidelity_planes_matrix
+
+    tq, td = _hard_angles(gen, 40, n)
+    ref = _reference(tq, td)
+    # float64: the kernel is the same formula, to rounding.
+    got64 = log_fidelity_planes_matrix(bloch_planes(tq), bloch_planes(td), compile=compile)
+    assert torch.allclose(got64, ref, rtol=1e-10, atol=1e-12)
+    # float32 against the float64 reference on the same float32 angles, 1e-4 relative; the
+    # identical pair is exactly 0, and the floored pairs sit at float32's own floor.
+    tq32, td32 = tq.float(), td.float()
+    ref32 = _reference_floored(tq32, td32, torch.finfo(torch.float32).eps)
+    got32 = log_fidelity_planes_matrix(bloch_planes(tq32), bloch_planes(td32), compile=compile).double()
+    assert torch.isclose(got32, ref32, rtol=1e-4, atol=1e-7).all(), (got32 - ref32).abs().max()
+    assert got32[0, 0] == pytest.approx(0.0, abs=1e-6)
+
+
+def _reference_floored(tq: torch.Tensor, td: torch.Tensor, floor: float) -> torch.Tensor:
+    """float64 reference with float32's per-qubit floor (what a float32 path must reproduce)."""
+    half = (tq.double()[:, None] - td.double()[None]) / 2
+    return torch.log(torch.cos(half).square().clamp(min=floor)).sum(-1)
+
+
+def test_matrix_forms_take_the_kernel_and_keep_gradients(gen: torch.Generator) -> None:
+    tq, td = _hard_angles(gen, 12, 24)
+    ref = _reference(tq, td)
+    assert torch.allclose(log_fidelity_angles_matrix(tq, td), ref, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(
+        log_fidelity_matrix(bloch_states(tq), bloch_states(td)), ref, rtol=1e-10, atol=1e-12
+    )
+    # Sign-flipped amplitudes are the same state up to a global phase of each qubit.
+    flipped = bloch_states(td) * torch.tensor([-1.0, -1.0], dtype=torch.float64)
+    assert torch.allclose(log_fidelity_matrix(bloch_states(tq), flipped), ref, rtol=1e-10, atol=1e-12)
+    # With gradients the matrix forms take the differentiable pairwise formula.
+    a = tq.clone().requires_grad_(True)
+    out = log_fidelity_angles_matrix(a, td)
+    out.sum().backward()
+    assert out.grad_fn is not None and torch.isfinite(a.grad).all()
