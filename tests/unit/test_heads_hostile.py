@@ -16,7 +16,7 @@ import torch
 
 from qrerank.cli import main
 from qrerank.core import AngleHead, BlochHead, LinearHead, QuantumCompressionHead
-from qrerank.core.head import IdentityHead
+from qrerank.core.head import Head, IdentityHead
 from qrerank.errors import InputError, QrerankError
 from qrerank.heads.io import (
     HEAD_FIELDS,
@@ -66,7 +66,7 @@ def test_schema_covers_every_registered_head() -> None:
     ],
     ids=lambda h: h.name,
 )
-def test_every_head_kind_still_round_trips(head: torch.nn.Module, tmp_path: Path) -> None:
+def test_every_head_kind_still_round_trips(head: Head, tmp_path: Path) -> None:
     loaded = load_head(save_head(head, tmp_path / "h"), in_dim=8)
     x = torch.randn(2, 8)
     with torch.no_grad():

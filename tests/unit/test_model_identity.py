@@ -27,8 +27,13 @@ WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "qubit", "bloch", "sphere
 def _tiny_st_folder(root: Path, seed: int) -> Path:
     """A 8-d, 1-layer BERT sentence-transformers folder with random weights from ``seed``."""
     import torch
-    from sentence_transformers import SentenceTransformer, models
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from sentence_transformers import SentenceTransformer
+    from transformers.models.bert import BertConfig, BertModel, BertTokenizerFast  # type: ignore[attr-defined]  # lazy export
+
+    try:  # sentence-transformers >= 6 moved the module classes
+        from sentence_transformers.sentence_transformer import modules
+    except ImportError:
+        from sentence_transformers import models as modules  # type: ignore[attr-defined, no-redef]
 
     hf = root / f"hf-{seed}"
     hf.mkdir(parents=True)
@@ -41,7 +46,7 @@ def _tiny_st_folder(root: Path, seed: int) -> Path:
     BertModel(config).save_pretrained(hf)
     BertTokenizerFast(vocab_file=str(hf / "vocab.txt")).save_pretrained(hf)
     st = SentenceTransformer(
-        modules=[models.Transformer(str(hf), max_seq_length=16), models.Pooling(8), models.Normalize()],
+        modules=[modules.Transformer(str(hf), max_seq_length=16), modules.Pooling(8), modules.Normalize()],
         device="cpu",
     )
     out = root / f"model-{seed}"
