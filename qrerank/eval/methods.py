@@ -10,19 +10,24 @@ bm25        Okapi BM25 from ``bm25s`` (Lucene variant, k1 = 0.9, b = 0.4 as Anse
             stopwords, Snowball stemmer); statistics from the dataset's whole corpus.jsonl
 rrf         reciprocal-rank fusion of bm25 and cosine: 1/(60 + rank_bm25) + 1/(60 + rank_cos)
             (Cormack et al., SIGIR 2009), ranks over the candidates
+first       the first-stage score the ``--run`` file gives each candidate (``--protocol rerank``)
+rrf-run     reciprocal-rank fusion of first and cosine, as rrf with the run in place of bm25
+fused-run   convex fusion w * minmax(first) + (1 - w) * minmax(cos) over the candidates,
+            w = 0.3 (``fused-run:W`` sets it)
 head:PATH   similarity of a trained head's outputs (log-fidelity for state heads, cosine for
             vector heads), via ``qrerank.heads.io.load_head``
 run:NAME    the dataset's ``runs/NAME.trec`` as is: an external anchor with its own candidates
 =========== ==============================================================================
 
-Dense signals are computed in float64 (see ``CandidateScorer``), once as ``[Q, N]`` matrices over the union of all candidates with the
-batched core functions, then gathered per query, so every method sees identical candidates and
-the sweeps over tau and alpha cost one fidelity matrix per tau.
+BM25 and RRF are the product's own (``qrerank.index.lexical``, ``qrerank.core.fusion``),
+re-exported here. Dense signals are computed in float64 (see ``CandidateScorer``), once as
+``[Q, N]`` matrices over the union of all candidates with the batched core functions, then
+gathered per query, so every method sees identical candidates and the sweeps over tau and alpha
+cost one fidelity matrix per tau.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -31,18 +36,31 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qrerank._optional import require
 from qrerank.core.encoding import bloch_angles
 from qrerank.core.fidelity import log_fidelity_angles_matrix
-from qrerank.core.fusion import hybrid_scores
+from qrerank.core.fusion import RRF_K, convex_fusion, hybrid_scores, reciprocal_rank_fusion
 from qrerank.core.head import Head
 from qrerank.core.similarity import cosine_matrix, similarity_matrix
 from qrerank.errors import InputError
+from qrerank.index.lexical import BM25_B, BM25_K1, BM25Scorer
 from qrerank.rerank.scoring import rank_order
-from qrerank.types import Document
 
-RRF_K = 60
-BM25_K1, BM25_B = 0.9, 0.4
+__all__ = [
+    "BM25_B",
+    "BM25_K1",
+    "FUSED_RUN_WEIGHT",
+    "NEEDS_ENCODER",
+    "NEEDS_RUN_SCORES",
+    "PLAIN_METHODS",
+    "RRF_K",
+    "BM25Scorer",
+    "CandidateScorer",
+    "MethodKind",
+    "MethodSpec",
+    "parse_methods",
+    "reciprocal_rank_fusion",
+]
+FUSED_RUN_WEIGHT = 0.3  # weight of the run's scores in fused-run, until tuned on a held-out split
 
 
 class MethodKind(StrEnum):
@@ -53,10 +71,22 @@ class MethodKind(StrEnum):
     RRF = "rrf"
     RUN = "run"
     HEAD = "head"
+    FIRST = "first"
+    RRF_RUN = "rrf-run"
+    FUSED_RUN = "fused-run"
 
 
-PLAIN_METHODS = ("bm25", "cosine", "fidelity", "hybrid", "rrf")
-NEEDS_ENCODER = {MethodKind.COSINE, MethodKind.FIDELITY, MethodKind.HYBRID, MethodKind.RRF, MethodKind.HEAD}
+PLAIN_METHODS = ("bm25", "cosine", "fidelity", "hybrid", "rrf", "first", "rrf-run", "fused-run")
+NEEDS_ENCODER = {
+    MethodKind.COSINE,
+    MethodKind.FIDELITY,
+    MethodKind.HYBRID,
+    MethodKind.RRF,
+    MethodKind.HEAD,
+    MethodKind.RRF_RUN,
+    MethodKind.FUSED_RUN,
+}
+NEEDS_RUN_SCORES = {MethodKind.FIRST, MethodKind.RRF_RUN, MethodKind.FUSED_RUN}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,11 +108,13 @@ class MethodSpec:
             return f"run:{self.arg}"
         if self.kind is MethodKind.HEAD:
             return f"head:{Path(self.arg).name}"
+        if self.kind is MethodKind.FUSED_RUN and self.arg:
+            return f"fused-run:{self.arg}"
         return self.kind.value
 
 
 def parse_methods(text: str | Sequence[str]) -> list[MethodSpec]:
-    """``"bm25,cosine,fidelity,hybrid,rrf,run:NAME,head:PATH"`` -> specs (order kept, duplicates dropped)."""
+    """``"bm25,cosine,...,fused-run[:W],run:NAME,head:PATH"`` -> specs (order kept, duplicates dropped)."""
     items = [s.strip() for s in (text.split(",") if isinstance(text, str) else text)]
     specs: list[MethodSpec] = []
     for item in filter(None, items):
@@ -93,11 +125,14 @@ def parse_methods(text: str | Sequence[str]) -> list[MethodSpec]:
                     f"method {item!r} needs a value: {kind}:{'NAME' if kind == 'run' else 'PATH'}"
                 )
             spec = MethodSpec(kind=MethodKind(kind), arg=arg)
+        elif kind == MethodKind.FUSED_RUN and arg:
+            spec = MethodSpec(kind=MethodKind.FUSED_RUN, arg=str(_weight(arg, item)))
         elif item in PLAIN_METHODS:
             spec = MethodSpec(kind=MethodKind(item))
         else:
             raise InputError(
-                f"unknown method {item!r}; choose from {', '.join(PLAIN_METHODS)}, run:NAME, head:PATH"
+                f"unknown method {item!r}; choose from {', '.join(PLAIN_METHODS)}, fused-run:W, run:NAME, "
+                "head:PATH"
             )
         if spec not in specs:
             specs.append(spec)
@@ -106,40 +141,14 @@ def parse_methods(text: str | Sequence[str]) -> list[MethodSpec]:
     return specs
 
 
-class BM25Scorer:
-    """BM25 over a document collection with ``bm25s``; ``scores(query)`` covers every document."""
-
-    def __init__(self, docs: Sequence[Document], *, k1: float = BM25_K1, b: float = BM25_B) -> None:
-        self._bm25s = require("bm25s", "eval")
-        logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets its logger to DEBUG on import
-        self._stemmer = require("Stemmer", "eval").Stemmer("english")
-        self.row = {d.doc_id: i for i, d in enumerate(docs)}
-        tokens = self._bm25s.tokenize(
-            [d.content for d in docs], stopwords="en", stemmer=self._stemmer, show_progress=False
-        )
-        self._model = self._bm25s.BM25(k1=k1, b=b, method="lucene")
-        self._model.index(tokens, show_progress=False)
-        self._n = len(docs)
-
-    def scores(self, query: str) -> np.ndarray:
-        """``[N]`` BM25 scores of every document, in the order given at construction."""
-        tokens = self._bm25s.tokenize(
-            [query], stopwords="en", stemmer=self._stemmer, return_ids=False, show_progress=False
-        )[0]
-        if not tokens:
-            return np.zeros(self._n, dtype=np.float32)
-        return np.asarray(self._model.get_scores(tokens), dtype=np.float32)
-
-
-def reciprocal_rank_fusion(*scores: torch.Tensor, k: int = RRF_K) -> torch.Tensor:
-    """sum_s 1 / (k + rank_s(d)) with 1-based ranks of each ``[c]`` score vector (stable ties)."""
-    fused = torch.zeros_like(scores[0], dtype=torch.float64)
-    positions = torch.arange(1, scores[0].shape[0] + 1, dtype=torch.float64)
-    for s in scores:
-        ranks = torch.empty_like(positions)
-        ranks[rank_order(s)] = positions
-        fused += 1.0 / (k + ranks)
-    return fused
+def _weight(text: str, item: str) -> float:
+    try:
+        w = float(text)
+    except ValueError:
+        w = float("nan")
+    if not 0.0 <= w <= 1.0:
+        raise InputError(f"method {item!r}: the weight after ':' must be a number in [0, 1]")
+    return w
 
 
 class CandidateScorer:
@@ -151,6 +160,8 @@ class CandidateScorer:
         doc_ids: ids of the rows of ``d_emb`` (must cover every candidate).
         q_emb, d_emb: ``[Q, d]`` and ``[N, d]`` embeddings; None when no dense method runs.
         bm25: a BM25Scorer whose collection covers every candidate, or None.
+        run_scores: qid -> [(doc id, first-stage score)] of the run the candidates came from
+            (``Dataset.run``), for first / rrf-run / fused-run; None without one.
 
     A head trained with its encoder's last layers (``--train-layers``) scores embeddings of its
     own encoder: register them with :meth:`set_head_embeddings` (same row order).
@@ -167,6 +178,7 @@ class CandidateScorer:
         d_emb: np.ndarray | None,
         bm25: BM25Scorer | None = None,
         rrf_k: int = RRF_K,
+        run_scores: Mapping[str, Sequence[tuple[str, float]]] | None = None,
     ) -> None:
         self.qids = list(qids)
         self.queries = queries
@@ -186,6 +198,7 @@ class CandidateScorer:
         self._head: dict[str, torch.Tensor] = {}
         self._head_emb: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._bm25: dict[str, torch.Tensor] = {}
+        self.run_scores = {q: dict(r) for q, r in run_scores.items()} if run_scores is not None else None
 
     def set_head_embeddings(self, key: str, q_emb: np.ndarray, d_emb: np.ndarray) -> None:
         """Score head ``key`` on these ``[Q, d]`` / ``[N, d]`` rows instead of the shared ones."""
@@ -235,6 +248,17 @@ class CandidateScorer:
             self._bm25[qid] = torch.from_numpy(full[rows])
         return self._bm25[qid]
 
+    def first_scores(self, i: int) -> torch.Tensor:
+        """The run's own score of each of query ``i``'s candidates (float64)."""
+        qid = self.qids[i]
+        if self.run_scores is None:
+            raise InputError("first, rrf-run and fused-run need the run's scores: use --protocol rerank")
+        run = self.run_scores.get(qid, {})
+        missing = [d for d in self.candidates[qid] if d not in run]
+        if missing:
+            raise InputError(f"query {qid}: candidate {missing[0]!r} has no score in the run")
+        return torch.tensor([run[d] for d in self.candidates[qid]], dtype=torch.float64)
+
     def scores(self, spec: MethodSpec, i: int, heads: Mapping[str, Head] | None = None) -> torch.Tensor:
         """``[c]`` scores of query ``i``'s candidates under ``spec``."""
         kind = spec.kind
@@ -251,6 +275,13 @@ class CandidateScorer:
             return self.bm25_scores(i)
         if kind is MethodKind.RRF:
             return reciprocal_rank_fusion(self.bm25_scores(i), self.cosine(i), k=self.rrf_k)
+        if kind is MethodKind.FIRST:
+            return self.first_scores(i)
+        if kind is MethodKind.RRF_RUN:
+            return reciprocal_rank_fusion(self.first_scores(i), self.cosine(i), k=self.rrf_k)
+        if kind is MethodKind.FUSED_RUN:
+            weight = float(spec.arg) if spec.arg else FUSED_RUN_WEIGHT
+            return convex_fusion(self.first_scores(i), self.cosine(i), weight)
         if kind is MethodKind.HEAD:
             if heads is None or spec.arg not in heads:
                 raise InputError(f"head {spec.arg!r} is not loaded")

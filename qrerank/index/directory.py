@@ -7,6 +7,8 @@ An index path ``OUT`` holds immutable version folders and a pointer (``qrerank.i
     OUT/v-<time>-<hex>/vectors.faiss | vectors.safetensors   the ANN (or exact) index over unit vectors
     OUT/v-<time>-<hex>/embeddings.safetensors   "embeddings" [n, d] as encoded, "angles" [n, d]
     OUT/v-<time>-<hex>/docs.sqlite   doc_id, title, text, metadata per row
+    OUT/v-<time>-<hex>/lexical.safetensors   BM25 terms of every document (unless --no-lexical;
+                                             see qrerank.index.lexical)
 
 A rebuild writes a new version under a writer lock and swaps the pointer in one rename, so a
 reader sees the old index or the new one, never a gap or a mix, a crash or error leaves the old
@@ -34,7 +36,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +52,23 @@ from qrerank.errors import IndexFormatError, InputError
 from qrerank.index.base import VectorIndex
 from qrerank.index.exact import ExactIndex
 from qrerank.index.formats import check_faiss_file, read_safetensors
+from qrerank.index.lexical import (
+    BM25Matrix,
+    BM25Scorer,
+    NoLexicalIndexError,
+    check_bm25_available,
+    read_bm25,
+    save_bm25,
+)
 from qrerank.index.manifest import (
     DATA_FILE,
     DOCS_FILE,
     FORMAT,
     FORMAT_VERSION,
     INDEX_KINDS,
+    LEXICAL_FILE,
     MANIFEST,
+    has_lexical,
     read_manifest,
     regular_file_size,
     required_files,
@@ -70,7 +82,7 @@ log = logging.getLogger(__name__)
 
 # Files of the pre-versioning flat layout, manifest first so a reader stops seeing an index
 # before its data goes.
-_LEGACY_FILES = (MANIFEST, "vectors.faiss", "vectors.safetensors", DATA_FILE, DOCS_FILE)
+_LEGACY_FILES = (MANIFEST, "vectors.faiss", "vectors.safetensors", DATA_FILE, DOCS_FILE, LEXICAL_FILE)
 # A load retries when a writer swapped the pointer while it read (and may have retired the
 # version it was reading); a failure with the pointer unchanged is the index's own fault.
 _LOAD_ATTEMPTS = 5
@@ -115,11 +127,14 @@ def build_index(
     show_progress: bool = False,
     index_params: dict[str, Any] | None = None,
     lock_timeout: float = 60.0,
+    lexical: bool = True,
 ) -> DocumentIndex:
     """Encode ``docs``, publish them as a new version of the index at ``out``, return it loaded.
 
-    Encoding runs before the writer lock is taken; ``lock_timeout`` bounds the wait for another
-    writer of ``out`` to finish (then IndexBusyError).
+    ``lexical`` also stores a BM25 index of the documents (``qrerank.index.lexical``; needs
+    bm25s and PyStemmer), which the ``lexical`` and ``fused`` search methods read. Encoding and
+    BM25 indexing run before the writer lock is taken; ``lock_timeout`` bounds the wait for
+    another writer of ``out`` to finish (then IndexBusyError).
     """
     out = Path(out)
     if not docs:
@@ -129,6 +144,8 @@ def build_index(
         dup = next(i for i in ids if ids.count(i) > 1)
         raise InputError(f"duplicate document id {dup!r}")
     _check_target(out)
+    if lexical:  # before minutes of encoding
+        check_bm25_available("build without the lexical index (--no-lexical, lexical=False)")
     params = dict(index_params or {})
     vectors_index = _new_vector_index(kind, encoder.dim, params)
     t0 = time.perf_counter()
@@ -139,12 +156,14 @@ def build_index(
     vectors_index.add(unit_rows(emb))
     if kind == "ivf":
         params["nlist"] = getattr(vectors_index, "nlist", None)
+    bm25 = BM25Scorer(docs) if lexical else None
 
     with publish(out, lock_timeout=lock_timeout, legacy_files=_LEGACY_FILES) as draft:
         tmp = draft.tmp
         vectors_index.save(tmp / vector_file(kind))
         save_file({"embeddings": emb, "angles": angles}, str(tmp / DATA_FILE))
         write_store(tmp / DOCS_FILE, docs)
+        lexical_entry = save_bm25(tmp / LEXICAL_FILE, bm25) if bm25 is not None else None
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -157,9 +176,10 @@ def build_index(
             "tau": tau,
             "index": {"kind": kind, "params": params},
             "encode_seconds": round(encode_s, 3),
+            "lexical": lexical_entry,
             "files": {
                 name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
-                for name in required_files(kind)
+                for name in required_files(kind, lexical_entry is not None)
             },
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -178,7 +198,8 @@ class DocumentIndex:
     """A loaded index version. ``embeddings`` and ``angles`` are ``[count, dim]`` float32.
 
     ``path`` is the index path as given, ``version_dir`` the folder its files were read from
-    (``path`` itself for an index of the old flat layout).
+    (``path`` itself for an index of the old flat layout). ``lexical`` holds the BM25 terms,
+    None for an index built without them (see :meth:`bm25`).
     """
 
     path: Path
@@ -188,6 +209,8 @@ class DocumentIndex:
     angles: np.ndarray
     store: DocStore
     version_dir: Path | None = None
+    lexical: BM25Matrix | None = None
+    _bm25: BM25Scorer | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def model(self) -> str:
@@ -203,6 +226,18 @@ class DocumentIndex:
 
     def __len__(self) -> int:
         return int(self.manifest["count"])
+
+    def bm25(self) -> BM25Scorer:
+        """The BM25 scorer over the stored terms (rows are index rows); NoLexicalIndexError if none."""
+        if self.lexical is None:
+            name = self.path.name  # not the full path: the service shows this message to clients
+            raise NoLexicalIndexError(
+                f"index {name} has no lexical (BM25) index: it was built with --no-lexical or by an "
+                f"older qrerank; rebuild it with `qrerank index SRC --out {name}` without --no-lexical"
+            )
+        if self._bm25 is None:  # built on first use: dense-only users never need bm25s
+            self._bm25 = BM25Scorer.from_matrix(self.lexical)
+        return self._bm25
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, verify: bool = True) -> DocumentIndex:
@@ -245,7 +280,8 @@ class DocumentIndex:
         manifest = read_manifest(root / MANIFEST)
         kind, dim, count = manifest["index"]["kind"], manifest["dim"], manifest["count"]
         files = manifest["files"]
-        for name in required_files(kind):  # the kind fixes the file set, not the manifest
+        lexical = has_lexical(manifest)
+        for name in required_files(kind, lexical):  # kind and flag fix the file set, not the manifest
             size = regular_file_size(root / name)
             if size != files[name]["bytes"]:
                 raise IndexFormatError(
@@ -262,8 +298,15 @@ class DocumentIndex:
             root / DATA_FILE, {"embeddings": (count, dim), "angles": (count, dim)}, sha256=sha(DATA_FILE)
         )
         vectors = _load_vectors(root / vector_file(kind), manifest, sha(vector_file(kind)))
+        bm25 = (
+            read_bm25(root / LEXICAL_FILE, manifest["lexical"], count, sha256=sha(LEXICAL_FILE))
+            if lexical
+            else None
+        )
         store = DocStore(root / DOCS_FILE, count=count, verify=verify)
-        return cls(path, manifest, vectors, data["embeddings"], data["angles"], store, version_dir=root)
+        return cls(
+            path, manifest, vectors, data["embeddings"], data["angles"], store, version_dir=root, lexical=bm25
+        )
 
     def search(self, unit_queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k rows by cosine for ``[Q, dim]`` unit queries: (cosines, rows), -1 rows dropped by caller."""

@@ -25,6 +25,11 @@ SAFETENSORS_HEADER_MAX = 1 << 16  # ours is ~200 bytes; this bounds the JSON we 
 _F32 = 4
 
 
+# safetensors dtype code -> little-endian numpy dtype, for the tensors an index stores.
+_DTYPES = {"F32": "<f4", "I32": "<i4", "I64": "<i8", "U8": "u1"}
+TensorSpec = tuple[tuple[int, ...], str]  # shape, safetensors dtype code
+
+
 def read_safetensors(
     path: Path, tensors: dict[str, tuple[int, int]], *, sha256: str | None = None
 ) -> dict[str, np.ndarray]:
@@ -33,14 +38,34 @@ def read_safetensors(
     The file is read once into one buffer (hashed on the way when ``sha256`` is given); the
     arrays are writable views of it.
     """
-    data_bytes = sum(r * c * _F32 for r, c in tensors.values())
+    out = read_tensors(path, {name: (shape, "F32") for name, shape in tensors.items()}, sha256=sha256)
+    for name, arr in out.items():
+        if not np.isfinite(arr).all():
+            raise IndexFormatError(f"{path}: tensor {name!r} has NaN or infinite values")
+    return out
+
+
+def read_tensors(
+    path: Path, tensors: dict[str, TensorSpec], *, sha256: str | None = None
+) -> dict[str, np.ndarray]:
+    """Read exactly ``tensors`` (name -> (shape, dtype code)) from a safetensors file.
+
+    Every shape is fixed by the caller (from the manifest), so the file's size must equal
+    8 + header + sum of the tensors' bytes before anything is allocated; values are not checked.
+    """
+    data_bytes = sum(
+        math.prod(shape) * np.dtype(_DTYPES[dtype]).itemsize for shape, dtype in tensors.values()
+    )
     size = path.stat().st_size
     with open(path, "rb", opener=nofollow_opener) as f:
         head = f.read(8)
         n = int.from_bytes(head, "little") if len(head) == 8 else -1
         if not 0 < n <= SAFETENSORS_HEADER_MAX or size != 8 + n + data_bytes:
+            want = {name: shape for name, (shape, _) in tensors.items()}
+            kinds = "/".join(sorted({dtype for _, dtype in tensors.values()}))
+            what = "float32" if kinds == "F32" else kinds
             raise IndexFormatError(
-                f"{path} is {size} bytes, but float32 tensors {tensors} need {data_bytes} bytes plus a "
+                f"{path} is {size} bytes, but {what} tensors {want} need {data_bytes} bytes plus a "
                 f"header of at most {SAFETENSORS_HEADER_MAX} (it declares {n}): truncated or foreign"
             )
         raw_header = f.read(n)
@@ -59,17 +84,13 @@ def read_safetensors(
             raise IndexFormatError(f"{path} is corrupt: its sha256 does not match the manifest")
     spans = _check_header(path, header, tensors, data_bytes)
     out = {}
-    for name, (rows, cols) in tensors.items():
-        arr = np.frombuffer(buf, dtype="<f4", count=rows * cols, offset=spans[name]).reshape(rows, cols)
-        if not np.isfinite(arr).all():
-            raise IndexFormatError(f"{path}: tensor {name!r} has NaN or infinite values")
-        out[name] = arr
+    for name, (shape, dtype) in tensors.items():
+        arr = np.frombuffer(buf, dtype=_DTYPES[dtype], count=math.prod(shape), offset=spans[name])
+        out[name] = arr.reshape(shape)
     return out
 
 
-def _check_header(
-    path: Path, header: Any, tensors: dict[str, tuple[int, int]], data_bytes: int
-) -> dict[str, int]:
+def _check_header(path: Path, header: Any, tensors: dict[str, TensorSpec], data_bytes: int) -> dict[str, int]:
     """Start offset of each tensor, after checking names, dtypes, shapes and non-overlapping spans."""
     if not isinstance(header, dict):
         raise IndexFormatError(f"{path} has a malformed safetensors header (not an object)")
@@ -78,15 +99,18 @@ def _check_header(
         raise IndexFormatError(f"{path} holds tensors {sorted(header)}, expected {sorted(tensors)}")
     spans: dict[str, int] = {}
     covered = []
-    for name, shape in tensors.items():
+    for name, (shape, dtype) in tensors.items():
         t = header[name]
-        if not isinstance(t, dict) or t.get("dtype") != "F32":
-            dtype = t.get("dtype") if isinstance(t, dict) else t
-            raise IndexFormatError(f"{path}: tensor {name!r} has dtype {dtype!r}, expected F32 (float32)")
+        if not isinstance(t, dict) or t.get("dtype") != dtype:
+            found = t.get("dtype") if isinstance(t, dict) else t
+            want = f"{dtype} (float32)" if dtype == "F32" else dtype
+            raise IndexFormatError(f"{path}: tensor {name!r} has dtype {found!r}, expected {want}")
         if t.get("shape") != list(shape):
-            raise IndexFormatError(f"{path}: tensor {name!r} has shape {t.get('shape')}, expected {list(shape)}")
+            raise IndexFormatError(
+                f"{path}: tensor {name!r} has shape {t.get('shape')}, expected {list(shape)}"
+            )
         offs = t.get("data_offsets")
-        nbytes = math.prod(shape) * _F32
+        nbytes = math.prod(shape) * np.dtype(_DTYPES[dtype]).itemsize
         if (
             not isinstance(offs, list)
             or len(offs) != 2
@@ -110,7 +134,9 @@ class _Walker:
         self.f, self.size, self.path, self.pos = f, size, path, 0
 
     def fail(self, what: str) -> IndexFormatError:
-        return IndexFormatError(f"{self.path} is not a valid index for this manifest: {what} (at byte {self.pos})")
+        return IndexFormatError(
+            f"{self.path} is not a valid index for this manifest: {what} (at byte {self.pos})"
+        )
 
     def take(self, n: int) -> bytes:
         if n > self.size - self.pos:
@@ -197,7 +223,11 @@ def check_faiss_file(path: Path, kind: str, dim: int, count: int, *, nlist: int 
             w.vector("IVF direct map", 8, max_len=count)
             if map_type == 2:  # hashtable direct map: (id, offset) pairs
                 w.vector("IVF direct map table", 16, max_len=count)
-            if w.take(4) != b"ilar" or w.int(8, signed=False) != lists or w.int(8, signed=False) != dim * _F32:
+            if (
+                w.take(4) != b"ilar"
+                or w.int(8, signed=False) != lists
+                or w.int(8, signed=False) != dim * _F32
+            ):
                 raise w.fail("IVF inverted lists are not array lists of this nlist and dim")
             list_type = w.take(4)
             if list_type == b"full":

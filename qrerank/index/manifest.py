@@ -1,7 +1,10 @@
 """The index manifest: a fixed schema, checked field by field before anything it names is read.
 
-The loader decides which files an index has (from its kind), not the manifest: the manifest
-only supplies each one's size and sha256, and an entry for any other name is an error.
+The loader decides which files an index has (from its kind, and the ``lexical`` flag), not the
+manifest: the manifest only supplies each one's size and sha256, and an entry for any other
+name is an error. ``lexical`` is absent or null for an index without a BM25 index (built with
+``--no-lexical``, or before qrerank stored one); an object describing it otherwise, and then
+``lexical.safetensors`` is required like every other file.
 """
 
 from __future__ import annotations
@@ -22,11 +25,19 @@ INDEX_KINDS = ("flat", "ivf", "hnsw", "exact")
 MANIFEST = "manifest.json"
 DATA_FILE = "embeddings.safetensors"
 DOCS_FILE = "docs.sqlite"
+LEXICAL_FILE = "lexical.safetensors"
 MAX_DIM = 1 << 16
 MAX_COUNT = (1 << 31) - 1  # FAISS HNSW stores neighbour ids as int32
 MAX_MANIFEST_BYTES = 1 << 20
 FAISS_PARAMS = ("nlist", "nprobe", "m", "ef_search")
 _MAX_PARAM = 1 << 24
+# The BM25 index: token ids are int32 in bm25s; the file's exact size is checked against these
+# counts before it is read, so the caps only keep the arithmetic sane.
+MAX_VOCAB = (1 << 31) - 2
+MAX_NNZ = 1 << 40
+# The one tokenisation and scoring qrerank builds and reproduces at query time (qrerank.index.lexical).
+LEXICAL_FIXED = {"kind": "bm25", "method": "lucene", "stopwords": "en", "stemmer": "english"}
+_LEXICAL_KEYS = {*LEXICAL_FIXED, "k1", "b", "vocab", "nnz", "vocab_bytes", "library", "library_version"}
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -34,9 +45,14 @@ def vector_file(kind: str) -> str:
     return "vectors.safetensors" if kind == "exact" else "vectors.faiss"
 
 
-def required_files(kind: str) -> tuple[str, ...]:
-    """The files an index of ``kind`` consists of, beside manifest.json."""
-    return (vector_file(kind), DATA_FILE, DOCS_FILE)
+def required_files(kind: str, lexical: bool = False) -> tuple[str, ...]:
+    """The files an index of ``kind`` (with a BM25 index if ``lexical``) consists of, beside manifest.json."""
+    return (vector_file(kind), DATA_FILE, DOCS_FILE, *((LEXICAL_FILE,) if lexical else ()))
+
+
+def has_lexical(manifest: dict[str, Any]) -> bool:
+    """Whether a validated manifest describes a BM25 index."""
+    return manifest.get("lexical") is not None
 
 
 def _is_int(v: Any) -> bool:
@@ -122,8 +138,37 @@ def validate_manifest(m: Any, where: Path) -> dict[str, Any]:
             f"got {_short(index)}"
         )
     _check_params(index.get("params", {}), index["kind"], where)
-    _check_files(m.get("files"), index["kind"], where)
+    if m.get("lexical") is not None:
+        _check_lexical(m["lexical"], where)
+    _check_files(m.get("files"), index["kind"], where, lexical=has_lexical(m))
     return m
+
+
+def _check_lexical(lex: Any, where: Path) -> None:
+    """The ``lexical`` object: fixed tokenisation, finite BM25 parameters, bounded array sizes."""
+    if not isinstance(lex, dict):
+        raise IndexFormatError(f"{where}: field 'lexical' must be an object or null, got {_short(lex)}")
+
+    def bad(key: str, want: str) -> IndexFormatError:
+        return IndexFormatError(f"{where}: field 'lexical.{key}' must be {want}, got {_short(lex.get(key))}")
+
+    for key, value in LEXICAL_FIXED.items():
+        if lex.get(key) != value:
+            raise bad(key, repr(value))
+    k1, b = lex.get("k1"), lex.get("b")
+    if not _is_number(k1) or not math.isfinite(k1) or k1 < 0:
+        raise bad("k1", "a finite number >= 0")
+    if not _is_number(b) or not 0 <= b <= 1:
+        raise bad("b", "a number in [0, 1]")
+    for key, high in (("vocab", MAX_VOCAB), ("nnz", MAX_NNZ), ("vocab_bytes", MAX_NNZ)):
+        if not _is_int(lex.get(key)) or not 0 <= lex[key] <= high:
+            raise bad(key, f"an integer in 0..{high}")
+    for key in ("library", "library_version"):
+        if key in lex and not isinstance(lex[key], str):
+            raise bad(key, "a string")
+    unknown = set(lex) - _LEXICAL_KEYS
+    if unknown:
+        raise IndexFormatError(f"{where}: field 'lexical' has unknown keys {sorted(map(_short, unknown))}")
 
 
 def _check_params(params: Any, kind: str, where: Path) -> None:
@@ -143,15 +188,15 @@ def _check_params(params: Any, kind: str, where: Path) -> None:
             )
 
 
-def _check_files(files: Any, kind: str, where: Path) -> None:
-    required = required_files(kind)
+def _check_files(files: Any, kind: str, where: Path, *, lexical: bool) -> None:
+    required = required_files(kind, lexical)
     if not isinstance(files, dict):
         raise IndexFormatError(f"{where}: field 'files' must be an object, got {_short(files)}")
     for name in files:
         if name not in required:
             raise IndexFormatError(
                 f"{where}: field 'files' names {_short(name)}, which is not a file of a {kind!r} index "
-                f"({', '.join(required)})"
+                f"{'with' if lexical else 'without'} a lexical index ({', '.join(required)})"
             )
     for name in required:
         entry = files.get(name)

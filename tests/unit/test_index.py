@@ -81,8 +81,10 @@ def test_build_load_search_roundtrip(tmp_path: Path, kind: str) -> None:
     assert set(manifest["files"]) == {
         "embeddings.safetensors",
         "docs.sqlite",
+        "lexical.safetensors",
         next(iter(f for f in manifest["files"] if f.startswith("vectors"))),
     }
+    assert manifest["lexical"]["kind"] == "bm25" and manifest["lexical"]["k1"] == 0.9
     loaded = DocumentIndex.load(tmp_path / "idx")
     q = enc.encode([docs[7].content])
     _, rows = loaded.search(q, 5)
