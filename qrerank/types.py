@@ -26,7 +26,8 @@ class RankedDoc:
     """One reranked document.
 
     ``index`` is the position in the caller's input list (Cohere/TEI semantics), ``score`` the
-    value the ranking was sorted by, ``cosine`` and ``log_fidelity`` the two raw signals.
+    value the ranking was sorted by, ``cosine`` and ``log_fidelity`` the two raw signals, and
+    ``bm25`` the document's BM25 score when a lexical search method ranked it (else None).
     """
 
     index: int
@@ -38,8 +39,10 @@ class RankedDoc:
     doc_id: str = ""
     title: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    bm25: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        extra = {"bm25": self.bm25} if self.bm25 is not None else {}
         return {
             "index": self.index,
             "rank": self.rank,
@@ -50,4 +53,5 @@ class RankedDoc:
             "title": self.title,
             "text": self.text,
             "metadata": self.metadata,
+            **extra,
         }

@@ -44,8 +44,10 @@ unit_float = number(float, "a number in [0, 1]", low=0.0, high=1.0)
 frac_float = number(float, "a number in (0, 1]", low=0.0, high=1.0, low_open=True)
 
 
-def add_scoring_args(p: argparse.ArgumentParser, default_method: str = "hybrid") -> None:
-    p.add_argument("--method", choices=METHODS, default=default_method, help="ranking signal")
+def add_scoring_args(
+    p: argparse.ArgumentParser, default_method: str = "hybrid", methods: Sequence[str] = METHODS
+) -> None:
+    p.add_argument("--method", choices=methods, default=default_method, help="ranking signal")
     p.add_argument("--alpha", type=unit_float, default=0.5, help="hybrid weight of cosine (default 0.5)")
     p.add_argument("--tau", type=positive_float, default=None, help="Bloch temperature (default 1/sqrt(d))")
     p.add_argument("--head", default=None, metavar="HEAD_DIR", help="trained head from `qrerank train`")
@@ -73,17 +75,21 @@ def print_hits(hits: Sequence[RankedDoc], as_json: bool, *, show_id: bool = Fals
                 "title": h.title,
                 "cosine": h.cosine,
                 "log_fidelity": h.log_fidelity,
+                **({"bm25": h.bm25} if h.bm25 is not None else {}),
             }
             for h in hits
         ]
         write(json.dumps(rows, ensure_ascii=False))
         return
     label = "doc_id" if show_id else "index"
-    write(f"{'rank':>4}  {label:>10}  {'score':>8}  {'cosine':>7}  {'log F':>8}  text")
+    lexical = any(h.bm25 is not None for h in hits)  # a column only for the lexical methods
+    bm25_head = f"  {'bm25':>7}" if lexical else ""
+    write(f"{'rank':>4}  {label:>10}  {'score':>8}  {'cosine':>7}  {'log F':>8}{bm25_head}  text")
     for h in hits:
         key = clip(h.doc_id, 10) if show_id else str(h.index)
+        bm25 = f"  {h.bm25 or 0.0:7.3f}" if lexical else ""
         write(
-            f"{h.rank:>4}  {key:>10}  {h.score:8.4f}  {h.cosine:7.4f}  {h.log_fidelity:8.3f}  {clip(f'{h.title}: {h.text}' if h.title else h.text, 70)}"
+            f"{h.rank:>4}  {key:>10}  {h.score:8.4f}  {h.cosine:7.4f}  {h.log_fidelity:8.3f}{bm25}  {clip(f'{h.title}: {h.text}' if h.title else h.text, 70)}"
         )
 
 

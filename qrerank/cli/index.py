@@ -21,6 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--raw", action="store_true", help="store unnormalised pooled embeddings (the paper's input)"
     )
+    p.add_argument(
+        "--no-lexical",
+        action="store_true",
+        help="skip the BM25 index (then search --method lexical|fused is unavailable)",
+    )
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
     p.set_defaults(func=run)
@@ -32,10 +37,18 @@ def run(args: argparse.Namespace) -> int:
     encoder = load_encoder(args.model, device=args.device, normalize=not args.raw)
     t0 = time.perf_counter()
     index = build_index(
-        docs, encoder, out, kind=args.kind, tau=args.tau, batch_size=args.batch_size, show_progress=True
+        docs,
+        encoder,
+        out,
+        kind=args.kind,
+        tau=args.tau,
+        batch_size=args.batch_size,
+        show_progress=True,
+        lexical=not args.no_lexical,
     )
+    lexical = "" if index.lexical is None else ", BM25"
     write(
-        f"indexed {len(index)} documents with {index.model} ({index.dim}-d, {args.kind}) "
+        f"indexed {len(index)} documents with {index.model} ({index.dim}-d, {args.kind}{lexical}) "
         f"in {time.perf_counter() - t0:.1f}s -> {index.path}"
     )
     return 0

@@ -1,11 +1,17 @@
-"""``qrerank search INDEX_DIR "query"``: retrieve top-k, rerank, print top-n."""
+"""``qrerank search INDEX_DIR "query"``: retrieve top-k, rerank, print top-n.
+
+``--method lexical`` ranks by BM25 alone; ``fused`` fuses the dense ranking (``hybrid``) with
+BM25 over the union of both top-k lists (``--fusion rrf|convex``, ``--lexical-weight W``); see
+``qrerank.rerank.pipeline``.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from qrerank.cli._common import add_scoring_args, positive_int, print_hits, require_text
-from qrerank.rerank.pipeline import SearchPipeline
+from qrerank.cli._common import add_scoring_args, positive_int, print_hits, require_text, unit_float
+from qrerank.rerank.pipeline import FUSIONS, LEXICAL_WEIGHT, SEARCH_METHODS, SearchPipeline
+from qrerank.rerank.scoring import METHODS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,13 +19,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("index_dir", help="directory written by `qrerank index`")
     p.add_argument("query")
     p.add_argument("--k", type=positive_int, default=100, help="candidates retrieved (default 100)")
-    add_scoring_args(p)
+    add_scoring_args(p, methods=SEARCH_METHODS)
+    p.add_argument("--fusion", choices=FUSIONS, default=None,
+                   help="fused: rrf (default) or convex (the default with --lexical-weight)")  # fmt: skip
+    p.add_argument("--lexical-weight", type=unit_float, default=None, metavar="W",
+                   help=f"fused, convex: W * minmax(bm25) + (1 - W) * minmax(dense) (default {LEXICAL_WEIGHT})")  # fmt: skip
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     query = require_text(args.query, "query")
-    pipe = SearchPipeline(args.index_dir, method=args.method, alpha=args.alpha, tau=args.tau, head=args.head)
-    hits = pipe.search(query, k=args.k, top_n=args.top_n)
+    # lexical / fused are search methods; the reranker keeps its default (hybrid) as fused's dense score.
+    dense = args.method if args.method in METHODS else "hybrid"
+    pipe = SearchPipeline(args.index_dir, method=dense, alpha=args.alpha, tau=args.tau, head=args.head)
+    hits = pipe.search(
+        query,
+        k=args.k,
+        top_n=args.top_n,
+        method=args.method,
+        lexical_weight=args.lexical_weight,
+        fusion=args.fusion,
+    )
     print_hits(hits, args.json, show_id=True)
     return 0

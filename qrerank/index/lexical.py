@@ -176,18 +176,25 @@ class BM25Scorer:
         return np.asarray(self._model.get_scores(tokens), dtype=np.float32)
 
     def top_k(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores ``[k']``, rows ``[k']``) of the ``k`` best documents with a score > 0.
-
-        Best first, ties broken by lower row. A document scoring 0 shares no term with the
-        query, so it is not a lexical match and is left out (k' <= k).
-        """
+        """(scores ``[k']``, rows ``[k']``) of the ``k`` best documents with a score > 0 (see :func:`top_rows`)."""
         scores = self.scores(query)
-        hits = np.flatnonzero(scores > 0)
-        if len(hits) > k:  # O(N) selection before sorting only the survivors
-            hits = hits[np.argpartition(-scores[hits], k - 1)[:k]]
-        order = np.lexsort((hits, -scores[hits]))
-        rows = hits[order].astype(np.int64)
+        rows = top_rows(scores, k)
         return scores[rows], rows
+
+
+def top_rows(scores: np.ndarray, k: int) -> np.ndarray:
+    """Rows of the ``k`` highest ``[N]`` scores that are > 0, best first, ties by lower row.
+
+    A document scoring 0 shares no term with the query, so it is not a lexical match and is
+    left out (fewer than ``k`` rows, possibly none).
+    """
+    hits = np.flatnonzero(scores > 0)  # ascending rows
+    if len(hits) > k:  # O(N) selection, then sort only the survivors
+        s = scores[hits]
+        kth = np.partition(s, len(s) - k)[len(s) - k]  # the k-th highest score
+        above = hits[s > kth]
+        hits = np.concatenate([above, hits[s == kth][: k - len(above)]])  # ties at the cut: lower rows
+    return hits[np.lexsort((hits, -scores[hits]))].astype(np.int64)
 
 
 def save_bm25(path: Path, scorer: BM25Scorer) -> dict[str, Any]:

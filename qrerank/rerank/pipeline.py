@@ -1,18 +1,80 @@
-"""Retrieve top-K from a document index, rerank them, return the top-n."""
+"""Retrieve top-K from a document index, rerank them, return the top-n.
+
+Search methods (``SearchPipeline.search(method=...)``):
+
+=========  ================================================================================
+cosine     dense top-k by cosine, ranked by cosine
+fidelity   the same candidates ranked by log-fidelity of their Bloch states
+hybrid     the same candidates ranked by alpha * minmax(cos) + (1 - alpha) * minmax(log F)
+lexical    BM25 top-k over the whole corpus (the index's lexical file), ranked by BM25
+fused      candidates = dense top-k UNION BM25 top-k; each scored by the reranker's own method
+           (hybrid by default: the "dense" score) and by BM25, then fused over the union:
+           ``rrf``    1 / (60 + rank_dense) + 1 / (60 + rank_bm25)   (default)
+           ``convex`` w * minmax(bm25) + (1 - w) * minmax(dense), w = ``lexical_weight``
+=========  ================================================================================
+
+``fused`` raises first-stage recall: a document that shares the query's words but that the
+encoder places far away is still a candidate. Documents with BM25 = 0 share no query term and
+are never lexical candidates. The lexical methods need an index built with its BM25 file
+(``qrerank index`` without ``--no-lexical``); others raise NoLexicalIndexError saying so.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import replace
+from enum import StrEnum
 
 import numpy as np
 import torch
 
+from qrerank.core.fusion import RRF_K, convex_fusion, reciprocal_rank_fusion
 from qrerank.errors import IndexFormatError, InputError
 from qrerank.index.directory import DocumentIndex, unit_rows
+from qrerank.index.lexical import top_rows
 from qrerank.rerank.reranker import Reranker, ranked
-from qrerank.rerank.scoring import Method
+from qrerank.rerank.scoring import Method, Scores, parse_method
 from qrerank.types import RankedDoc
+
+# Weight of BM25 in convex fusion: a prior (lexical as the minor signal) until measured.
+LEXICAL_WEIGHT = 0.3
+
+
+class SearchMethod(StrEnum):
+    COSINE = "cosine"
+    FIDELITY = "fidelity"
+    HYBRID = "hybrid"
+    LEXICAL = "lexical"
+    FUSED = "fused"
+
+
+class Fusion(StrEnum):
+    RRF = "rrf"
+    CONVEX = "convex"
+
+
+SEARCH_METHODS = tuple(m.value for m in SearchMethod)
+FUSIONS = tuple(f.value for f in Fusion)
+
+
+def parse_search_method(method: SearchMethod | Method | str) -> SearchMethod:
+    try:
+        return SearchMethod(method)
+    except ValueError:
+        raise InputError(f"unknown method {method!r}; choose one of {', '.join(SEARCH_METHODS)}") from None
+
+
+def parse_fusion(fusion: Fusion | str | None, lexical_weight: float | None) -> Fusion:
+    """The fusion to use: as given, else convex when a weight is given (only convex has one), else RRF."""
+    if fusion is None:
+        return Fusion.CONVEX if lexical_weight is not None else Fusion.RRF
+    try:
+        parsed = Fusion(fusion)
+    except ValueError:
+        raise InputError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}") from None
+    if parsed is Fusion.RRF and lexical_weight is not None:
+        raise InputError("a lexical weight applies to convex fusion only; rrf has no weight")
+    return parsed
 
 
 class SearchPipeline:
@@ -47,19 +109,55 @@ class SearchPipeline:
         *,
         k: int = 100,
         top_n: int = 10,
-        method: Method | str | None = None,
+        method: SearchMethod | Method | str | None = None,
         alpha: float | None = None,
+        lexical_weight: float | None = None,
+        fusion: Fusion | str | None = None,
     ) -> list[RankedDoc]:
-        """Top-``top_n`` of the ``k`` nearest documents, reranked; ``index`` is the index row."""
+        """Top-``top_n`` of ``k`` candidates, reranked; ``index`` is the index row (module docstring).
+
+        ``method`` defaults to the reranker's. ``lexical_weight`` (in [0, 1], default
+        LEXICAL_WEIGHT) and ``fusion`` (rrf | convex) apply to ``fused`` only; hits of
+        ``lexical`` and ``fused`` carry their BM25 score in ``bm25``.
+        """
         if not isinstance(query, str) or not query.strip():
             raise InputError("query must be a non-empty string")
         if k < 1 or top_n < 1:
             raise InputError(f"k and top_n must be >= 1, got k={k}, top_n={top_n}")
+        m = parse_search_method(method if method is not None else self.reranker.method)
+        if m not in (SearchMethod.LEXICAL, SearchMethod.FUSED):
+            if lexical_weight is not None or fusion is not None:
+                raise InputError(f"lexical_weight and fusion apply to method 'fused', not {m.value!r}")
+            return self._dense_search(query, k, top_n, parse_method(m.value), alpha)
+        if lexical_weight is not None and not 0.0 <= lexical_weight <= 1.0:
+            raise InputError(f"lexical_weight must be in [0, 1], got {lexical_weight}")
+        bm25 = self.index.bm25()  # NoLexicalIndexError before any encoding
+        if m is SearchMethod.LEXICAL:
+            if lexical_weight is not None or fusion is not None:
+                raise InputError("lexical_weight and fusion apply to method 'fused', not 'lexical'")
+            return self._lexical_search(query, bm25.scores(query), k, top_n)
+        how = parse_fusion(fusion, lexical_weight)
+        return self._fused_search(query, bm25.scores(query), k, top_n, alpha, how, lexical_weight)
+
+    def _dense_search(
+        self, query: str, k: int, top_n: int, method: Method, alpha: float | None
+    ) -> list[RankedDoc]:
         q = self.reranker.embed([query])
-        _, rows = self.index.search(unit_rows(q.numpy()), k)
-        rows_list = [int(r) for r in rows[0] if r >= 0]  # IVF may return -1 for empty slots
+        rows_list = self._dense_rows(q, k)
         if not rows_list:
             return []
+        scores = self._score_rows(q, rows_list, method, alpha)
+        hits = ranked(self.index.documents(rows_list), scores, top_n)
+        return [replace(hit, index=rows_list[hit.index]) for hit in hits]
+
+    def _dense_rows(self, q: torch.Tensor, k: int) -> list[int]:
+        _, rows = self.index.search(unit_rows(q.numpy()), k)
+        return [int(r) for r in rows[0] if r >= 0]  # IVF may return -1 for empty slots
+
+    def _score_rows(
+        self, q: torch.Tensor, rows_list: list[int], method: Method | None, alpha: float | None
+    ) -> Scores:
+        """The reranker's scores of index rows for query embedding ``q`` ``[1, d]``."""
         idx = np.asarray(rows_list)
         docs_emb = torch.from_numpy(self.index.embeddings[idx])
         # Queries are encoded at the tau the stored angles use, unless the caller overrides it.
@@ -67,8 +165,49 @@ class SearchPipeline:
         angles = None
         if tau == self.index.tau and self.reranker.head is None:
             angles = torch.from_numpy(self.index.angles[idx])
-        scores = self.reranker.score_embeddings(
+        return self.reranker.score_embeddings(
             q[0], docs_emb, method=method, alpha=alpha, doc_angles=angles, tau=tau
         )
+
+    def _lexical_search(self, query: str, bm25: np.ndarray, k: int, top_n: int) -> list[RankedDoc]:
+        """BM25 top-k over the corpus, ranked by BM25; cosine and log F are filled in for show."""
+        rows_list = top_rows(bm25, k).tolist()
+        if not rows_list:
+            return []
+        dense = self._score_rows(self.reranker.embed([query]), rows_list, None, None)
+        lexical = torch.from_numpy(bm25[rows_list])
+        scores = Scores(score=lexical, cosine=dense.cosine, quantum=dense.quantum)
+        return self._hits(rows_list, scores, lexical, top_n)
+
+    def _fused_search(
+        self,
+        query: str,
+        bm25: np.ndarray,
+        k: int,
+        top_n: int,
+        alpha: float | None,
+        fusion: Fusion,
+        lexical_weight: float | None,
+    ) -> list[RankedDoc]:
+        """Union of dense and BM25 top-k, scored by both, fused (see the module docstring)."""
+        q = self.reranker.embed([query])
+        dense_rows = self._dense_rows(q, k)
+        seen = set(dense_rows)
+        rows_list = dense_rows + [r for r in top_rows(bm25, k).tolist() if r not in seen]
+        if not rows_list:
+            return []
+        dense = self._score_rows(q, rows_list, None, alpha)  # the reranker's method, hybrid by default
+        lexical = torch.from_numpy(bm25[rows_list])
+        if fusion is Fusion.RRF:
+            fused = reciprocal_rank_fusion(dense.score, lexical, k=RRF_K)
+        else:
+            weight = LEXICAL_WEIGHT if lexical_weight is None else lexical_weight
+            fused = convex_fusion(lexical, dense.score, weight)
+        scores = Scores(score=fused, cosine=dense.cosine, quantum=dense.quantum)
+        return self._hits(rows_list, scores, lexical, top_n)
+
+    def _hits(
+        self, rows_list: list[int], scores: Scores, lexical: torch.Tensor, top_n: int
+    ) -> list[RankedDoc]:
         hits = ranked(self.index.documents(rows_list), scores, top_n)
-        return [replace(hit, index=rows_list[hit.index]) for hit in hits]
+        return [replace(h, index=rows_list[h.index], bm25=float(lexical[h.index])) for h in hits]

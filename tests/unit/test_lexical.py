@@ -242,3 +242,112 @@ def test_convex_fusion_by_hand() -> None:
     )  # constant -> 0
     with pytest.raises(ValueError, match="lexical weight"):
         convex_fusion(lexical, dense, 1.5)
+
+
+# --- search methods over an index -------------------------------------------------------------
+
+# "running dogs": three docs hold the exact word "running" (the hashing encoder's only overlap
+# with the query); "A dog runs." shares no exact token, so the dense top-3 misses it, but
+# stemmed it matches both query terms and BM25 ranks it first.
+SEARCH_DOCS = [
+    Document(doc_id="run0", text="running"),
+    Document(doc_id="run1", text="running shoes"),
+    Document(doc_id="run2", text="running shoes for a long marathon race"),
+    Document(doc_id="target", text="A dog runs."),
+    *(Document(doc_id=f"pad{i}", text=f"bread yeast oven recipe number {i}") for i in range(6)),
+]
+QUERY = "running dogs"
+
+
+@pytest.fixture
+def pipe(tmp_path: Path):  # type: ignore[no-untyped-def]
+    from qrerank.rerank.pipeline import SearchPipeline
+    from qrerank.rerank.reranker import Reranker
+
+    enc = HashingEncoder(64)
+    index = build_index(SEARCH_DOCS, enc, tmp_path / "s", kind="exact")
+    return SearchPipeline(index, Reranker(enc))
+
+
+def ids(hits) -> list[str]:  # type: ignore[no-untyped-def]
+    return [h.doc_id for h in hits]
+
+
+def test_fused_search_finds_what_only_bm25_finds(pipe) -> None:  # type: ignore[no-untyped-def]
+    dense = pipe.search(QUERY, k=3, top_n=10, method="hybrid")
+    assert ids(dense) == ["run0", "run1", "run2"] and all(h.bm25 is None for h in dense)
+    lexical = pipe.search(QUERY, k=3, top_n=10, method="lexical")
+    assert ids(lexical) == ["target", "run0", "run1"]  # the padding scores 0 and never appears
+    assert lexical[0].bm25 == lexical[0].score > lexical[1].score
+    fused = pipe.search(QUERY, k=3, top_n=10, method="fused")
+    assert sorted(ids(fused)) == ["run0", "run1", "run2", "target"]  # the union of both top-3
+    # convex: w = 1 ranks the union by BM25 alone, w = 0 by the dense (hybrid) score alone
+    by_bm25 = pipe.search(QUERY, k=3, top_n=10, method="fused", fusion="convex", lexical_weight=1.0)
+    assert ids(by_bm25) == ["target", "run0", "run1", "run2"] and by_bm25[0].score == pytest.approx(1.0)
+    by_dense = pipe.search(QUERY, k=3, top_n=10, method="fused", lexical_weight=0.0)  # convex implied
+    assert ids(by_dense) == ["run0", "run1", "run2", "target"]
+    assert by_dense[0].score == pytest.approx(1.0) and by_dense[-1].score == pytest.approx(0.0)
+
+
+def test_fused_rrf_scores_by_hand(pipe) -> None:  # type: ignore[no-untyped-def]
+    # Over the union {run0, run1, run2, target}: hybrid (alpha 0.5, min-max over the four) ranks
+    # run0 1, run1 2, run2 3 (0.19), target 4 (0.16: cosine 0, log F above run2's); BM25 ranks
+    # target 1, run0 2, run1 3, run2 4.
+    expected = {
+        "run0": 1 / 61 + 1 / 62,
+        "target": 1 / 64 + 1 / 61,
+        "run1": 1 / 62 + 1 / 63,
+        "run2": 1 / 63 + 1 / 64,
+    }
+    fused = pipe.search(QUERY, k=3, top_n=10, method="fused", fusion="rrf")
+    assert ids(fused) == ["run0", "target", "run1", "run2"]
+    assert [h.score for h in fused] == pytest.approx([expected[h.doc_id] for h in fused], abs=1e-12)
+
+
+def test_search_method_arguments_are_checked(pipe) -> None:  # type: ignore[no-untyped-def]
+    from qrerank.errors import InputError
+
+    with pytest.raises(InputError, match="unknown method 'bm42'"):
+        pipe.search(QUERY, method="bm42")
+    with pytest.raises(InputError, match="apply to method 'fused'"):
+        pipe.search(QUERY, method="cosine", lexical_weight=0.5)
+    with pytest.raises(InputError, match="rrf has no weight"):
+        pipe.search(QUERY, method="fused", fusion="rrf", lexical_weight=0.5)
+    with pytest.raises(InputError, match="unknown fusion"):
+        pipe.search(QUERY, method="fused", fusion="max")
+    with pytest.raises(InputError, match=r"lexical_weight must be in \[0, 1\]"):
+        pipe.search(QUERY, method="fused", lexical_weight=1.5)
+    assert pipe.search("zzz qqq", method="lexical") == []  # no term in the corpus
+
+
+def test_cli_no_lexical_and_lexical_search(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from qrerank.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.jsonl").write_text(
+        "".join(json.dumps({"_id": d.doc_id, "text": d.text}) + "\n" for d in SEARCH_DOCS)
+    )
+    common = ["--model", "hashing-64", "--kind", "exact"]
+    assert main(["index", "c.jsonl", "--out", "lex", *common]) == 0
+    assert main(["index", "c.jsonl", "--out", "dense", *common, "--no-lexical"]) == 0
+    assert "BM25" in capsys.readouterr().out.splitlines()[0]
+    assert main(["search", "lex", QUERY, "--k", "3", "--method", "fused", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert "target" in {r["doc_id"] for r in rows} and all("bm25" in r for r in rows)
+    assert (
+        main(["search", "lex", QUERY, "--method", "fused", "--lexical-weight", "0.5", "--fusion", "convex"])
+        == 0
+    )
+    assert "bm25" in capsys.readouterr().out.splitlines()[0]
+    assert main(["search", "dense", QUERY, "--method", "cosine", "--json"]) == 0
+    assert all("bm25" not in r for r in json.loads(capsys.readouterr().out))
+    for method in ("lexical", "fused"):
+        assert main(["search", "dense", QUERY, "--method", method]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "no lexical (BM25) index" in err[0] and "without --no-lexical" in err[0]
+    assert (
+        main(["search", "lex", QUERY, "--method", "fused", "--fusion", "rrf", "--lexical-weight", "0.2"]) == 2
+    )
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
