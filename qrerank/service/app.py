@@ -385,13 +385,18 @@ def create_app(
 
     @app.post("/search", response_model=s.SearchResponse, tags=["search"], **post)
     async def search(body: s.SearchRequest) -> s.SearchResponse:
-        """Retrieve ``k`` candidates from the loaded index by cosine, rerank, return ``top_n``."""
+        """Retrieve ``k`` candidates from the loaded index by cosine, rerank, return ``top_n``.
+
+        ``method: lexical`` ranks the BM25 top-k instead; ``fused`` fuses the dense and the BM25
+        rankings over the union of both top-k lists (``fusion``, ``lexical_weight``).
+        """
         hits = await engine.search(
-            body.query, k=body.k, top_n=body.top_n, method=body.method, alpha=body.alpha
-        )
+            body.query, k=body.k, top_n=body.top_n, method=body.method, alpha=body.alpha,
+            lexical_weight=body.lexical_weight, fusion=body.fusion,
+        )  # fmt: skip
         return s.SearchResponse(
             model=engine.reranker.encoder.name,
-            method=engine.method(body.method),
+            method=engine.search_method(body.method),
             results=[
                 s.SearchHit(
                     index=h.doc.index,
@@ -404,6 +409,7 @@ def create_app(
                     relevance_score=h.relevance,
                     cosine=finite(h.doc.cosine),
                     log_fidelity=finite(h.doc.log_fidelity),
+                    bm25=finite(h.doc.bm25) if h.doc.bm25 is not None else None,
                 )
                 for h in hits
             ],

@@ -20,7 +20,9 @@ import numpy as np
 import torch
 
 from qrerank.core.encoding import bloch_angles, default_tau
+from qrerank.core.fusion import RRF_K
 from qrerank.embed.base import Encoder
+from qrerank.rerank.pipeline import Fusion, SearchMethod, parse_fusion, parse_search_method
 from qrerank.rerank.reranker import Reranker, ranked
 from qrerank.rerank.scoring import Method, parse_method
 from qrerank.service.batcher import BatchHook, MicroBatcher
@@ -211,6 +213,9 @@ class Engine:
     def method(self, method: Method | str | None) -> Method:
         return parse_method(method) if method is not None else self.reranker.method
 
+    def search_method(self, method: SearchMethod | Method | str | None) -> SearchMethod:
+        return parse_search_method(method if method is not None else self.reranker.method)
+
     def alpha(self, alpha: float | None) -> float:
         return self.reranker.alpha if alpha is None else alpha
 
@@ -250,17 +255,30 @@ class Engine:
         *,
         k: int,
         top_n: int,
-        method: Method | str | None = None,
+        method: SearchMethod | Method | str | None = None,
         alpha: float | None = None,
+        lexical_weight: float | None = None,
+        fusion: Fusion | str | None = None,
     ) -> list[Hit]:
-        """Top ``top_n`` of the index's ``k`` nearest documents, reranked."""
+        """Top ``top_n`` of the index's ``k`` candidates, reranked (or BM25 / fused, see SearchPipeline)."""
         if self.pipeline is None:
             raise NoIndexError("no index is loaded: start the server with --index INDEX_DIR")
         if k > self.settings.max_k:
             raise LimitError("k", f"is {k}; the limit is {self.settings.max_k}")
         q = self.fit(query, "query", None)
-        m = self.method(method)
-        hits = await asyncio.to_thread(self.pipeline.search, q, k=k, top_n=top_n, method=m, alpha=alpha)
+        sm = self.search_method(method)
+        if sm in (SearchMethod.LEXICAL, SearchMethod.FUSED):
+            hits = await asyncio.to_thread(
+                self.pipeline.search, q, k=k, top_n=top_n, method=sm, alpha=alpha,
+                lexical_weight=lexical_weight, fusion=fusion,
+            )  # fmt: skip
+            how = parse_fusion(fusion, lexical_weight) if sm is SearchMethod.FUSED else None
+            return [Hit(h, _lexical_relevance(h.score, how)) for h in hits]
+        m = self.method(sm.value)
+        hits = await asyncio.to_thread(
+            self.pipeline.search, q, k=k, top_n=top_n, method=m, alpha=alpha,
+            lexical_weight=lexical_weight, fusion=fusion,
+        )  # fmt: skip
         # Only with top_n >= k are all the candidates the blend was normalised over in ``hits``.
         spans = (
             (_span([h.cosine for h in hits]), _span([h.log_fidelity for h in hits])) if top_n >= k else None
@@ -328,6 +346,21 @@ class Engine:
         else:  # cosine-scaled scores in [-1, 1] (a vector head's "quantum" signal is a cosine)
             value = (1.0 + score) / 2.0
         return min(max(finite(value), 0.0), 1.0)
+
+
+def _lexical_relevance(score: float, fusion: Fusion | None) -> float:
+    """A lexical (``fusion`` None) or fused ranking score mapped monotonically to [0, 1].
+
+    BM25 s >= 0 -> s / (1 + s); RRF over two lists -> its fraction of the best possible
+    2 / (k + 1); a convex blend is in [0, 1] already.
+    """
+    if fusion is None:
+        value = score / (1.0 + score) if score > 0 else 0.0
+    elif fusion is Fusion.RRF:
+        value = score * (RRF_K + 1) / 2.0
+    else:
+        value = score
+    return min(max(finite(value), 0.0), 1.0)
 
 
 def _span(values: list[float]) -> float:

@@ -32,6 +32,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 
+from qrerank.rerank.pipeline import Fusion, SearchMethod
 from qrerank.rerank.scoring import Method
 
 
@@ -82,6 +83,17 @@ RELEVANCE = (
     "and not comparable across requests; use `cosine` / `log_fidelity` for absolute values"
 )
 MethodField = Annotated[Method | None, Field(description="ranking signal; default: the server's --method")]
+SearchMethodField = Annotated[
+    SearchMethod | None,
+    Field(
+        description="ranking signal; default: the server's --method. lexical: BM25 top-k; fused: dense "
+        "and BM25 top-k united and fused (needs an index built without --no-lexical)"
+    ),
+]
+LEXICAL_RELEVANCE = (
+    " lexical: bm25 / (1 + bm25); fused: rrf -> the RRF score over its maximum 2 / 61, convex -> the "
+    "blend itself (relative to the candidates)"
+)
 
 
 class _Body(BaseModel):
@@ -177,8 +189,18 @@ class SearchRequest(_Body):
         default=100, ge=1, strict=True, description="candidates retrieved from the index by cosine"
     )
     top_n: int = Field(default=10, ge=1, strict=True, description="reranked results returned")
-    method: MethodField = None
+    method: SearchMethodField = None
     alpha: Alpha = None
+    lexical_weight: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        strict=True,
+        description="fused, convex: weight of min-max BM25 against the min-max dense score (default 0.3)",
+    )
+    fusion: Fusion | None = Field(
+        default=None, description="fused: rrf (default) or convex (the default when lexical_weight is given)"
+    )
 
 
 class SearchHit(_Out):
@@ -189,14 +211,15 @@ class SearchHit(_Out):
     text: str
     metadata: dict[str, Any]
     score: float
-    relevance_score: float = Field(description=RELEVANCE + " (over the k candidates)")
+    relevance_score: float = Field(description=RELEVANCE + " (over the k candidates);" + LEXICAL_RELEVANCE)
     cosine: float
     log_fidelity: float
+    bm25: float | None = Field(default=None, description="BM25 score (methods lexical and fused only)")
 
 
 class SearchResponse(_Out):
     model: str
-    method: Method
+    method: SearchMethod
     results: list[SearchHit]
 
 
