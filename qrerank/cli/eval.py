@@ -41,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--protocol", choices=PROTOCOLS, required=True,
                    help="full: whole corpus; rerank: top-K of --run; judged: judged docs with text; sts: STS-B")  # fmt: skip
     p.add_argument("--methods", default=DEFAULT_METHODS,
-                   help=f"comma list of bm25,cosine,fidelity,hybrid,rrf,run:NAME,head:PATH (default {DEFAULT_METHODS})")  # fmt: skip
+                   help=f"comma list of bm25,cosine,fidelity,hybrid,rrf,run:NAME,head:PATH; with --protocol rerank also "
+                   f"first, rrf-run, fused-run[:W] (the run's own scores, fused with cosine) (default {DEFAULT_METHODS})")  # fmt: skip
     p.add_argument("--out", required=True, metavar="OUT_DIR", help="output folder")
     p.add_argument("--split", default="test", help="qrels split to evaluate (default test)")
     p.add_argument(

@@ -32,6 +32,7 @@ from qrerank.eval.datasets import Dataset, load_dataset, read_split_qrels
 from qrerank.eval.meta import environment
 from qrerank.eval.methods import (
     NEEDS_ENCODER,
+    NEEDS_RUN_SCORES,
     BM25Scorer,
     CandidateScorer,
     MethodKind,
@@ -179,6 +180,9 @@ def evaluate(cfg: EvalConfig, *, encoder: Encoder | None = None) -> dict[str, An
     for s in specs:
         if s.kind is MethodKind.HEAD and not Path(s.arg).exists():
             raise InputError(f"no head at {s.arg}")
+    needs_run = [s.name for s in specs if s.kind in NEEDS_RUN_SCORES]
+    if needs_run and protocol is not Protocol.RERANK:
+        raise InputError(f"{', '.join(needs_run)} use the --run's first-stage scores: they need --protocol rerank")
     cands, cand_note = build_candidates(ds, protocol, cfg.run, cfg.k)
     tune_ds = None
     if cfg.tune_split:
@@ -210,6 +214,7 @@ def evaluate(cfg: EvalConfig, *, encoder: Encoder | None = None) -> dict[str, An
     scorer = CandidateScorer(
         qids=list(ds.queries), queries=ds.queries, candidates=cands, doc_ids=doc_ids,
         q_emb=q_emb, d_emb=d_emb, bm25=bm25, rrf_k=cfg.rrf_k,
+        run_scores=ds.run(cfg.run) if needs_run else None,
     )  # fmt: skip
     heads: dict[str, Any] = {}
     if enc is not None:

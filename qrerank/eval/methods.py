@@ -126,7 +126,7 @@ def parse_methods(text: str | Sequence[str]) -> list[MethodSpec]:
                 )
             spec = MethodSpec(kind=MethodKind(kind), arg=arg)
         elif kind == MethodKind.FUSED_RUN and arg:
-            spec = MethodSpec(kind=MethodKind.FUSED_RUN, arg=str(_weight(arg, item)))
+            spec = MethodSpec(kind=MethodKind.FUSED_RUN, arg=f"{_weight(arg, item):g}")
         elif item in PLAIN_METHODS:
             spec = MethodSpec(kind=MethodKind(item))
         else:
