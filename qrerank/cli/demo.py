@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         docs, queries = read_jsonl(corpus), read_jsonl(queries_file)
     encoder = load_encoder(args.model)
     t0 = time.perf_counter()
-    index = build_index(docs, encoder, out)
+    index = build_index(docs, encoder, out, lexical=False)  # the demo compares dense signals only
     write(
         f"indexed {len(index)} bundled documents with {index.model} in {time.perf_counter() - t0:.1f}s -> {out}"
     )

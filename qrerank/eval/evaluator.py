@@ -182,7 +182,9 @@ def evaluate(cfg: EvalConfig, *, encoder: Encoder | None = None) -> dict[str, An
             raise InputError(f"no head at {s.arg}")
     needs_run = [s.name for s in specs if s.kind in NEEDS_RUN_SCORES]
     if needs_run and protocol is not Protocol.RERANK:
-        raise InputError(f"{', '.join(needs_run)} use the --run's first-stage scores: they need --protocol rerank")
+        raise InputError(
+            f"{', '.join(needs_run)} use the --run's first-stage scores: they need --protocol rerank"
+        )
     cands, cand_note = build_candidates(ds, protocol, cfg.run, cfg.k)
     tune_ds = None
     if cfg.tune_split:
