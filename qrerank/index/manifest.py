@@ -155,7 +155,8 @@ def _check_lexical(lex: Any, where: Path) -> None:
     for key, value in LEXICAL_FIXED.items():
         if lex.get(key) != value:
             raise bad(key, repr(value))
-    k1, b = lex.get("k1"), lex.get("b")
+    k1: Any = lex.get("k1")
+    b: Any = lex.get("b")
     if not _is_number(k1) or not math.isfinite(k1) or k1 < 0:
         raise bad("k1", "a finite number >= 0")
     if not _is_number(b) or not 0 <= b <= 1:
