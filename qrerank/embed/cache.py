@@ -58,7 +58,7 @@ def _is_corrupt(exc: sqlite3.Error) -> bool:
     return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
 
 
-def _label(name: str) -> str:
+def file_label(name: str) -> str:
     """A short file-name-safe label: the last path component of ``name``, for humans only."""
     tail = name.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]
     return re.sub(r"[^A-Za-z0-9.+-]+", "_", tail).strip("._")[:60] or "encoder"
@@ -84,7 +84,7 @@ class EmbeddingCache:
         root = root / "embeddings"
         root.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256(f"{name}\0{dim}".encode("utf-8", "surrogatepass")).hexdigest()[:24]
-        self.path = root / f"{_label(label if label is not None else name)}-{digest}.sqlite"
+        self.path = root / f"{file_label(label if label is not None else name)}-{digest}.sqlite"
         self.dim = dim
         self._write_failed = False
         self._conn = self._open()
@@ -206,6 +206,7 @@ class CachedEncoder:
         self.chunk_size = chunk_size
         self.cache = cache if cache is not None else EmbeddingCache.for_encoder(encoder)
         self.name, self.dim, self.normalized = encoder.name, encoder.dim, encoder.normalized
+        self.runtime = getattr(encoder, "runtime", None)  # shown through: an index records it
 
     def encode(
         self, texts: Sequence[str], *, batch_size: int = 32, show_progress: bool = False

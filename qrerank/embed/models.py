@@ -17,6 +17,7 @@ from qrerank.embed.base import Encoder
 from qrerank.embed.cache import CachedEncoder, EmbeddingCache
 from qrerank.embed.hashing import HashingEncoder
 from qrerank.embed.identity import hub_snapshot
+from qrerank.embed.runtime import Runtime, parse_runtime
 from qrerank.errors import InputError, ModelNotFoundError
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,7 @@ def load_encoder(
     normalize: bool = True,
     cache: bool = True,
     cache_dir: str | os.PathLike[str] | None = None,
+    runtime: Runtime | str = Runtime.TORCH,
 ) -> Encoder:
     """Load an encoder by name, wrapped in the on-disk embedding cache unless ``cache=False``.
 
@@ -123,12 +125,22 @@ def load_encoder(
     (the dependency-free keyword encoder), a local sentence-transformers folder, or a hub id
     already in the local Hugging Face cache (never downloaded). Any encoder's ``name`` (with
     ``-raw`` when unnormalised) loads that encoder again: ``load_encoder(enc.name).name == enc.name``.
+
+    ``runtime`` (:class:`~qrerank.embed.runtime.Runtime`): ``torch`` (default), or ``onnx`` /
+    ``onnx-int8`` [onnx] to run a sentence-transformers model on ONNX Runtime's CPU kernels,
+    exported once into the model cache (``qrerank.embed.onnx``). It is part of the encoder's
+    identity: vectors of two runtimes never share a cache file.
     """
+    rt = parse_runtime(runtime)
     encoder: Encoder | None = None
     first_error: ModelNotFoundError | None = None
     for model, norm in _spellings(name, normalize):
         encoder = _hashing(model, norm)
         if encoder is not None:
+            if rt.is_onnx:
+                raise InputError(
+                    f"runtime {rt.value} runs sentence-transformers models; {name!r} has only one runtime"
+                )
             break
         try:
             canonical, target = resolve_model(model)
@@ -137,7 +149,9 @@ def load_encoder(
             continue
         from qrerank.embed.st import SentenceTransformerEncoder
 
-        encoder = SentenceTransformerEncoder(target, name=canonical, device=device, normalize=norm)
+        encoder = SentenceTransformerEncoder(
+            target, name=canonical, device=device, normalize=norm, runtime=rt
+        )
         break
     if encoder is None:
         assert first_error is not None  # every spelling failed to resolve

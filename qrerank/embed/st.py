@@ -1,4 +1,8 @@
-"""sentence-transformers encoder [st]: batched, GPU and fp16 when present, offline loading."""
+"""sentence-transformers encoder [st]: batched, GPU and fp16 when present, offline loading.
+
+``runtime="onnx"`` / ``"onnx-int8"`` [onnx] run the same model's transformer on ONNX Runtime
+(CPU only; exported once from these weights, see :mod:`qrerank.embed.onnx`).
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from qrerank._optional import require
-from qrerank.embed.identity import weights_fingerprint
-from qrerank.errors import ModelNotFoundError
+from qrerank.embed.identity import hub_snapshot, weights_fingerprint
+from qrerank.embed.runtime import Runtime, parse_runtime
+from qrerank.errors import InputError, ModelNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +45,9 @@ class SentenceTransformerEncoder:
     """Any sentence-transformers model, by hub name (from the local HF cache) or local folder.
 
     ``normalize=False`` drops the model's Normalize module and returns the unnormalised pooled
-    outputs the paper Bloch-encodes; ``normalize=True`` returns unit vectors.
+    outputs the paper Bloch-encodes; ``normalize=True`` returns unit vectors. ``runtime`` picks
+    the engine (:class:`~qrerank.embed.runtime.Runtime`); the onnx runtimes run on the CPU and
+    ``quantization`` names the int8 preset (default: the one for this CPU).
     """
 
     def __init__(
@@ -52,8 +59,21 @@ class SentenceTransformerEncoder:
         normalize: bool = True,
         fp16: bool | None = None,
         max_seq_length: int | None = None,
+        runtime: Runtime | str = Runtime.TORCH,
+        quantization: str | None = None,
     ) -> None:
         st = require("sentence_transformers", "st")
+        self.runtime = parse_runtime(runtime)
+        if self.runtime.is_onnx:
+            from qrerank.embed import onnx  # fail on a missing extra before loading any weights
+
+            require("onnxruntime", onnx.EXTRA)
+            if device not in (None, "cpu") or fp16:
+                raise InputError(
+                    f"runtime {self.runtime.value} runs on the CPU in float32/int8; use --runtime torch "
+                    f"for device {device!r}{' and fp16' if fp16 else ''}"
+                )
+            device = "cpu"
         # Never reach for the hub at run time: weights come from packages or local folders.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -76,7 +96,7 @@ class SentenceTransformerEncoder:
         self._renormalize = normalize and not normalizers
         if max_seq_length:
             self.model.max_seq_length = max_seq_length
-        if fp16 if fp16 is not None else self.device.startswith("cuda"):
+        if not self.runtime.is_onnx and (fp16 if fp16 is not None else self.device.startswith("cuda")):
             self.model.half()
         get_dim = (
             getattr(self.model, "get_embedding_dimension", None)
@@ -88,12 +108,36 @@ class SentenceTransformerEncoder:
         base = name or (str(local.resolve()) if local.exists() else str(model))
         self.name = base + ("" if normalize else "-raw")
         self.weights = weights_fingerprint(local if local.exists() else str(model))
-        log.info("loaded %s (dim %d) on %s", self.name, self.dim, self.device)
+        self.onnx: dict[str, object] | None = None  # the export's identity, for the cache key
+        if self.runtime.is_onnx:
+            self._use_onnx(model, base, quantization)
+        log.info("loaded %s (dim %d) on %s, runtime %s", self.name, self.dim, self.device, self.runtime.value)
+
+    def _use_onnx(self, model: str | os.PathLike[str], base: str, quantization: str | None) -> None:
+        """Swap the transformer for its ONNX export (made once from the weights just loaded)."""
+        from qrerank.embed import onnx
+        from qrerank.embed.cache import file_label
+
+        if self.weights is None:  # the export is cached by fingerprint: without one it could go stale
+            source = Path(model) if Path(model).exists() else hub_snapshot(str(model))
+            raise ModelNotFoundError(
+                f"cannot fingerprint the weights of {str(model)!r} ({source or 'no local folder'}), "
+                f"which runtime {self.runtime.value} needs to cache its export; use --runtime torch"
+            )
+        export = onnx.ensure_export(
+            self.model, self.weights, self.runtime, label=file_label(base), quantization=quantization
+        )
+        onnx.use_onnx(self.model, export.path)
+        self.onnx = export.identity
 
     def cache_identity(self) -> dict[str, Any]:
         """Name, weights fingerprint and the settings that change the vectors (see CacheIdentity)."""
         dtype = next((str(p.dtype) for p in self.model.parameters()), "none")
+        # The torch runtime adds no key, so caches written before runtimes existed stay valid;
+        # an onnx runtime adds its export's identity (runtime, quantization preset, onnxruntime).
+        runtime = {"runtime": self.runtime.value, "onnx": self.onnx} if self.runtime.is_onnx else {}
         return {
+            **runtime,
             "encoder": "sentence-transformers",
             "name": self.name,
             "weights": self.weights,

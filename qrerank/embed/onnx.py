@@ -1,0 +1,322 @@
+"""ONNX Runtime for sentence-transformers encoders [onnx]: export once, quantize, run on the CPU.
+
+Why not sentence-transformers' own ``backend="onnx"``: it loads through ``optimum.onnxruntime``,
+and the only optimum-onnx on PyPI (0.1.0) requires ``transformers<4.58`` while
+sentence-transformers 6 requires ``transformers>=5``, so the two cannot be installed together.
+qrerank therefore does the three steps itself, with torch and onnxruntime only:
+
+1. **export** the transformer of the model already loaded from its packaged weights with
+   ``torch.onnx.export`` (offline; nothing is downloaded), dynamic batch and sequence axes;
+2. **quantize** (``onnx-int8``) with ``onnxruntime.quantization.quantize_dynamic``: int8
+   per-channel weights for every weight MatMul, activations quantized per batch at run time;
+3. **run** it: an ONNX Runtime session stands in for the transformers model inside
+   sentence-transformers' Transformer module, so tokenisation, truncation, pooling and
+   normalisation stay sentence-transformers' own and the vectors match the torch runtime.
+
+Exports live in ``<cache>/models/onnx/<label>-<digest>/`` (``$QRERANK_CACHE_DIR`` or
+``~/.cache/qrerank``): one folder per weights fingerprint and runtime (and quantization preset
+and onnxruntime version for int8), holding the ``.onnx`` file and ``export.json``. A folder is
+built under a lock in a temporary sibling, fsynced and renamed into place, so it is either
+absent or complete; temporaries of a killed export are removed by the next one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from qrerank._fs import fsync_path, fsync_tree, writer_lock
+from qrerank._optional import require
+from qrerank.embed.cache import default_cache_dir
+from qrerank.embed.runtime import Runtime
+from qrerank.errors import InputError
+
+log = logging.getLogger(__name__)
+
+EXTRA = "onnx"
+FORMAT = 1  # bump to re-export everything after a change of the export itself
+OPSET = 17
+MARKER = "export.json"
+FP32_FILE = "model.onnx"
+LOCK_TIMEOUT = 600.0  # an mpnet export takes about a minute on two cores
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class QuantPreset:
+    """How ``onnx-int8`` quantizes: weight type, per output channel, 7-bit range."""
+
+    weight_type: str  # onnxruntime.quantization.QuantType member name
+    per_channel: bool = True
+    reduce_range: bool = False
+
+
+# Named as in sentence-transformers/optimum. Per-channel weights: per-tensor scales cost MiniLM
+# 0.06-0.35 cosine on short texts. avx2 without VNNI multiplies u8 x s8 with VPMADDUBSW,
+# which can saturate, so it uses u8 weights (u8 x u8 is exact, a little slower).
+PRESETS: dict[str, QuantPreset] = {
+    "avx512_vnni": QuantPreset(weight_type="QInt8"),
+    "avx2": QuantPreset(weight_type="QUInt8"),
+    "arm64": QuantPreset(weight_type="QInt8"),
+}
+
+
+def cpu_flags() -> set[str]:
+    """The CPU feature flags of ``/proc/cpuinfo`` (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def default_preset() -> str:
+    """The quantization preset for this CPU: arm64, avx512_vnni (VNNI present), else avx2."""
+    if platform.machine().lower() in ("arm64", "aarch64"):
+        return "arm64"
+    flags = cpu_flags()
+    return "avx512_vnni" if flags & {"avx512_vnni", "avx_vnni"} else "avx2"
+
+
+def onnx_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """``<cache_dir or $QRERANK_CACHE_DIR or ~/.cache/qrerank>/models/onnx``."""
+    base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return base / "models" / "onnx"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OnnxExport:
+    """Where one export lives and what it is (``identity`` goes into the embedding cache key)."""
+
+    folder: Path
+    file_name: str
+    identity: dict[str, Any]
+
+    @property
+    def path(self) -> Path:
+        return self.folder / self.file_name
+
+
+def plan_export(
+    fingerprint: str,
+    runtime: Runtime,
+    *,
+    label: str,
+    quantization: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> OnnxExport:
+    """The export folder and file of ``runtime`` for weights ``fingerprint`` (nothing is written)."""
+    if not runtime.is_onnx:
+        raise ValueError("the torch runtime has no ONNX export")
+    identity: dict[str, Any] = {"format": FORMAT, "weights": fingerprint, "runtime": runtime.value}
+    file_name = FP32_FILE
+    if runtime is Runtime.ONNX_INT8:
+        preset = quantization or default_preset()
+        if preset not in PRESETS:
+            raise InputError(f"unknown quantization preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        ort = require("onnxruntime", EXTRA)
+        # Another onnxruntime may quantize differently: its vectors must not share a cache file.
+        identity |= {"quantization": preset, "onnxruntime": ort.__version__}
+        file_name = f"model_qint8_{preset}.onnx"
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
+    return OnnxExport(
+        folder=onnx_root(cache_dir) / f"{label}-{digest}", file_name=file_name, identity=identity
+    )
+
+
+def ensure_export(
+    st_model: Any,
+    fingerprint: str,
+    runtime: Runtime,
+    *,
+    label: str,
+    quantization: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> OnnxExport:
+    """The export of ``runtime`` for the sentence-transformers model ``st_model``, built on first use.
+
+    ``st_model`` must be the torch model loaded from the weights ``fingerprint`` names; int8
+    quantizes the fp32 export (which is built, and kept, first).
+    """
+    require("onnxruntime", EXTRA)
+    plan = plan_export(fingerprint, runtime, label=label, quantization=quantization, cache_dir=cache_dir)
+    if runtime is Runtime.ONNX:
+        build: Callable[[Path], None] = lambda tmp: export_fp32(st_model, tmp / FP32_FILE)  # noqa: E731
+    else:
+        fp32 = ensure_export(st_model, fingerprint, Runtime.ONNX, label=label, cache_dir=cache_dir)
+        preset = PRESETS[plan.identity["quantization"]]
+        build = lambda tmp: quantize(fp32.path, tmp / plan.file_name, preset)  # noqa: E731
+    publish(plan, build)
+    return plan
+
+
+def is_complete(folder: Path, file_name: str) -> bool:
+    """True if ``folder`` holds a finished export of ``file_name`` (marker and size agree)."""
+    try:
+        marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+        size = (folder / file_name).stat().st_size
+    except (OSError, ValueError):
+        return False
+    return isinstance(marker, dict) and marker.get("file") == file_name and marker.get("bytes") == size
+
+
+def publish(plan: OnnxExport, build: Callable[[Path], None]) -> Path:
+    """Run ``build(tmp)`` to write ``plan.file_name`` into a temp folder, then rename it to ``plan.folder``.
+
+    Returns at once when the folder is already complete. Builds under an exclusive lock, so
+    concurrent processes export once; the lock holder first removes temporaries that killed
+    exports left behind (no live export can own them while it holds the lock).
+    """
+    target = plan.folder
+    if is_complete(target, plan.file_name):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with writer_lock(target.parent / f".{target.name}.lock", timeout=LOCK_TIMEOUT):
+        if is_complete(target, plan.file_name):  # another process finished while we waited
+            return target
+        for stale in target.parent.glob(f".{target.name}.tmp-*"):
+            log.info("removing %s, left by an interrupted export", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache's export from other users
+            start = time.perf_counter()
+            log.info("exporting %s to %s (once)", plan.identity["runtime"], target)
+            build(tmp)
+            marker = {
+                **plan.identity,
+                "file": plan.file_name,
+                "bytes": (tmp / plan.file_name).stat().st_size,
+                "torch": torch.__version__,
+                "seconds": round(time.perf_counter() - start, 2),
+            }
+            (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+            fsync_tree(tmp)
+            if target.exists():  # a folder without a valid marker is no export of ours: replace it
+                shutil.rmtree(target)
+            os.rename(tmp, target)
+            fsync_path(target.parent)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    log.info("exported %s in %.1fs", target.name, marker["seconds"])
+    return target
+
+
+# --------------------------------------------------------------------------- export and quantize
+
+
+def _text_transformer(st_model: Any) -> Any:
+    """The Transformer module (first module) of a text sentence-transformers model, or InputError."""
+    first = st_model[0]
+    text = getattr(first, "modality_config", {}).get("text", {})
+    if getattr(first, "model", None) is None or text.get("method") != "forward":
+        raise InputError(
+            f"the onnx runtimes need a text transformer as the model's first module, not {type(first).__name__}; "
+            "use --runtime torch"
+        )
+    return first
+
+
+class _Traceable(torch.nn.Module):
+    """The transformers model as a function of positional tensors, returning the token embeddings."""
+
+    def __init__(self, model: torch.nn.Module, names: list[str]) -> None:
+        super().__init__()
+        self.model, self.names = model, names
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        return self.model(**dict(zip(self.names, tensors, strict=True)), return_dict=True).last_hidden_state
+
+
+def export_fp32(st_model: Any, out: Path) -> None:
+    """Export ``st_model``'s transformer (inputs as its tokenizer gives them) to ONNX at ``out``."""
+    module = _text_transformer(st_model)
+    sample = st_model.preprocess(["a short text", "a"])  # two lengths: the trace pads one
+    names = [k for k, v in sample.items() if isinstance(v, torch.Tensor)]
+    model = _Traceable(module.model, names).eval()
+    dynamic = {name: {0: "batch", 1: "sequence"} for name in [*names, "last_hidden_state"]}
+    with torch.no_grad(), warnings.catch_warnings():
+        # The TorchScript exporter is the one that needs neither onnxscript nor a graph rewrite;
+        # its deprecation and tracer warnings say nothing a user can act on.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, tuple(sample[n] for n in names), str(out), dynamo=False, input_names=names,
+            output_names=["last_hidden_state"], dynamic_axes=dynamic, opset_version=OPSET,
+            do_constant_folding=True,
+        )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """onnxruntime's quantizer warns on the root logger about optional pre-processing; mute that."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def quantize(src: Path, out: Path, preset: QuantPreset) -> None:
+    """Dynamically quantize the weight MatMuls of ONNX model ``src`` to int8 at ``out``."""
+    q = require("onnxruntime.quantization", EXTRA)
+    with _quiet_root_logger():
+        q.quantize_dynamic(
+            str(src), str(out), op_types_to_quantize=["MatMul"], per_channel=preset.per_channel,
+            reduce_range=preset.reduce_range, weight_type=getattr(q.QuantType, preset.weight_type),
+            # Only MatMuls with a constant (weight) operand: quantizing the attention products
+            # QK^T and AV, both activations, costs accuracy and saves little time.
+            extra_options={"MatMulConstBOnly": True},
+        )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- running
+
+
+class OnnxTransformerModel(torch.nn.Module):
+    """Stands in for the transformers model in sentence-transformers' Transformer module.
+
+    Called like it (``input_ids``, ``attention_mask``, ...), it runs the ONNX session and returns
+    ``{"last_hidden_state": [batch, seq, hidden]}``. ``intra_op_threads`` defaults to torch's
+    thread count, so both runtimes use the same cores and compare fairly.
+    """
+
+    def __init__(self, path: Path, config: Any, *, intra_op_threads: int | None = None) -> None:
+        super().__init__()
+        ort = require("onnxruntime", EXTRA)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1  # one graph, run sequentially: no second pool competing
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.config = config
+
+    def forward(self, **inputs: Any) -> dict[str, torch.Tensor]:
+        feeds = {name: inputs[name].detach().cpu().numpy() for name in self.input_names}
+        (hidden,) = self.session.run(["last_hidden_state"], feeds)
+        return {"last_hidden_state": torch.from_numpy(hidden)}
+
+
+def use_onnx(st_model: Any, path: Path) -> None:
+    """Make ``st_model`` (torch, on the CPU) run its transformer from the ONNX file ``path``."""
+    module = _text_transformer(st_model)
+    module.model = OnnxTransformerModel(path, module.model.config)
