@@ -44,6 +44,19 @@ unit_float = number(float, "a number in [0, 1]", low=0.0, high=1.0)
 frac_float = number(float, "a number in (0, 1]", low=0.0, high=1.0, low_open=True)
 
 
+def add_runtime_arg(p: argparse.ArgumentParser, default: str = "torch") -> None:
+    """``--runtime``: parsed later by :func:`qrerank.embed.runtime.parse_runtime`, so an unknown
+    name is the usual one-line error (exit 2) that lists the choices."""
+    from qrerank.embed.runtime import RUNTIMES
+
+    p.add_argument(
+        "--runtime",
+        default=None,
+        metavar="|".join(RUNTIMES),
+        help=f"encoder runtime (default {default}); onnx and onnx-int8 run on the CPU, need qrerank[onnx]",
+    )
+
+
 def add_scoring_args(
     p: argparse.ArgumentParser, default_method: str = "hybrid", methods: Sequence[str] = METHODS
 ) -> None:

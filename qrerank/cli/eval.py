@@ -11,7 +11,7 @@ import argparse
 import shlex
 import sys
 
-from qrerank.cli._common import out_dir, positive_int, write
+from qrerank.cli._common import add_runtime_arg, out_dir, positive_int, write
 from qrerank.embed.models import DEFAULT_MODEL
 
 PROTOCOLS = ("full", "rerank", "judged", "sts")
@@ -71,6 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--bootstrap", type=positive_int, default=None, help="bootstrap resamples (default 10000; sts: 2000)"
     )
     p.add_argument("--no-progress", action="store_true", help="hide encoding progress bars")
+    add_runtime_arg(p)
     p.set_defaults(func=run)
 
 
@@ -81,9 +82,11 @@ def _command_line() -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     from qrerank.embed.models import load_encoder
+    from qrerank.embed.runtime import parse_runtime
     from qrerank.errors import InputError
 
     out_dir(args.out)  # refused now, not after the whole evaluation has run
+    runtime = parse_runtime(args.runtime)
     for a in args.alphas or ():
         if not 0.0 <= a <= 1.0:
             raise InputError(f"alphas must lie in [0, 1], got {a}")
@@ -97,13 +100,14 @@ def run(args: argparse.Namespace) -> int:
 
         # cosine, fidelity and hybrid always run on STS; head:PATH entries add trained heads.
         heads = [s.arg for s in parse_methods(args.methods) if s.kind is MethodKind.HEAD]
-        encoder = load_encoder(args.model)
+        encoder = load_encoder(args.model, runtime=runtime)
         result = evaluate_sts(
             args.data_dir, encoder=encoder, split=args.split, tune_split=args.tune_split, taus=args.taus,
             alphas=args.alphas or ALPHAS, batch_size=args.batch_size, show_progress=not args.no_progress,
             n_resamples=args.bootstrap or 2000, heads=heads,
         )  # fmt: skip
         result["meta"]["command"] = _command_line()
+        result["meta"]["runtime"] = runtime.value
         write_sts_outputs(result, args.out)
         write(format_sts_table(result))
         return 0
@@ -116,9 +120,11 @@ def run(args: argparse.Namespace) -> int:
         tau=args.tau, alpha=args.alpha, tune_split=args.tune_split, tune_dir=args.tune_data, rrf_k=args.rrf_k,
         unseen_from=args.unseen_from,
         batch_size=args.batch_size, n_resamples=args.bootstrap or 10_000, show_progress=not args.no_progress,
-        extra_meta={"command": _command_line()},
+        extra_meta={"command": _command_line(), "runtime": runtime.value},
     )  # fmt: skip
-    result = evaluate(cfg)
+    # torch: evaluate() loads cfg.model itself, after checking the data; another runtime is
+    # loaded here and handed in (the evaluator knows models by name only).
+    result = evaluate(cfg, encoder=load_encoder(args.model, runtime=runtime) if runtime.is_onnx else None)
     write_outputs(result, args.out, result["runs"])
     write(format_table(result))
     write(f"wrote {args.out}/metrics.json, meta.json, table.md, runs/, *.png")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from qrerank.cli._common import out_dir, positive_float, positive_int, write
+from qrerank.cli._common import add_runtime_arg, out_dir, positive_float, positive_int, write
 from qrerank.corpus import load_corpus
 from qrerank.embed.models import DEFAULT_MODEL, load_encoder
 from qrerank.index.directory import INDEX_KINDS, build_index
@@ -28,13 +28,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    add_runtime_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     out = out_dir(args.out)
     docs = load_corpus(args.src)
-    encoder = load_encoder(args.model, device=args.device, normalize=not args.raw)
+    encoder = load_encoder(args.model, device=args.device, normalize=not args.raw, runtime=args.runtime)
     t0 = time.perf_counter()
     index = build_index(
         docs,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from qrerank.cli._common import add_scoring_args, positive_int, print_hits, require_text
+from qrerank.cli._common import add_runtime_arg, add_scoring_args, positive_int, print_hits, require_text
 from qrerank.corpus import read_jsonl
 from qrerank.embed.models import DEFAULT_MODEL
 from qrerank.errors import InputError
@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=BACKENDS, default="closed-form", help="how fidelity is computed")
     p.add_argument("--shots", type=positive_int, default=None, help="shots for simulator backends")
     add_scoring_args(p)
+    add_runtime_arg(p)
     p.set_defaults(func=run)
 
 
@@ -41,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
         head=args.head,
         backend=args.backend,
         shots=args.shots,
+        runtime=args.runtime,
     )
     print_hits(reranker.rank(query, docs, top_n=args.top_n), args.json)
     return 0

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import argparse
 
-from qrerank.cli._common import add_scoring_args, positive_int, print_hits, require_text, unit_float
+from qrerank.cli._common import (
+    add_runtime_arg,
+    add_scoring_args,
+    positive_int,
+    print_hits,
+    require_text,
+    unit_float,
+)
 from qrerank.rerank.pipeline import FUSIONS, LEXICAL_WEIGHT, SEARCH_METHODS, SearchPipeline
 from qrerank.rerank.scoring import METHODS
 
@@ -24,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="fused: rrf (default) or convex (the default with --lexical-weight)")  # fmt: skip
     p.add_argument("--lexical-weight", type=unit_float, default=None, metavar="W",
                    help=f"fused, convex: W * minmax(bm25) + (1 - W) * minmax(dense) (default {LEXICAL_WEIGHT})")  # fmt: skip
+    add_runtime_arg(p, default="the index's; another one is refused")
     p.set_defaults(func=run)
 
 
@@ -31,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
     query = require_text(args.query, "query")
     # lexical / fused are search methods; the reranker keeps its default (hybrid) as fused's dense score.
     dense = args.method if args.method in METHODS else "hybrid"
-    pipe = SearchPipeline(args.index_dir, method=dense, alpha=args.alpha, tau=args.tau, head=args.head)
+    pipe = SearchPipeline(
+        args.index_dir, runtime=args.runtime, method=dense, alpha=args.alpha, tau=args.tau, head=args.head
+    )
     hits = pipe.search(
         query,
         k=args.k,

@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from qrerank._optional import require
-from qrerank.cli._common import positive_int
+from qrerank.cli._common import add_runtime_arg, positive_int
 
 # Float flags are read as text and parsed by the service's Settings, the one place that
 # checks them (finite and in range): a bad value is then one line naming the setting.
@@ -43,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--" + name.replace("_", "-"), default=None, metavar="X", help=text)
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (not on /health)")
     p.add_argument("--workers", type=positive_int, default=None, help="processes, each with its own model")
+    add_runtime_arg(p, default="the index's, else torch; QRERANK_RUNTIME")
     p.set_defaults(func=run)
 
 
@@ -63,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         method=args.method,
         api_key=args.api_key,
         workers=args.workers,
+        runtime=args.runtime,
         **floats,
     )
     require("uvicorn", "service")

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from qrerank.cli._common import frac_float, non_negative_int, out_dir, positive_float, positive_int, write
+from qrerank.cli._common import (
+    add_runtime_arg,
+    frac_float,
+    non_negative_int,
+    out_dir,
+    positive_float,
+    positive_int,
+    write,
+)
 from qrerank.embed.models import DEFAULT_MODEL
 
 
@@ -57,13 +65,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--val-depth", type=positive_int, default=100, help="cosine candidates per val query")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"encoder name or path (default {DEFAULT_MODEL})")
+    add_runtime_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from qrerank.embed.runtime import parse_runtime
+    from qrerank.errors import InputError
     from qrerank.train.trainer import TrainConfig, train
 
     out_dir(args.out)  # refused now, not after training
+    runtime = parse_runtime(args.runtime)
+    if runtime.is_onnx and args.train_layers:
+        raise InputError(
+            f"--train-layers {args.train_layers} fine-tunes the encoder, which needs the torch runtime; "
+            f"drop --runtime {runtime.value} (a frozen-encoder head, --train-layers 0, can use it)"
+        )
     config = TrainConfig(
         head=args.head,
         out_dim=args.out_dim,
@@ -97,9 +114,15 @@ def run(args: argparse.Namespace) -> int:
             if args.train_layers
             else []
         )
+        + (["--runtime", runtime.value] if runtime.is_onnx else [])
         + ["--out", args.out]
     )
-    result = train(args.data, config, args.out, command=command, show_progress=True)
+    encoder = None
+    if runtime.is_onnx:  # the trainer loads config.model on torch itself
+        from qrerank.embed.models import load_encoder
+
+        encoder = load_encoder(args.model, runtime=runtime)
+    result = train(args.data, config, args.out, encoder=encoder, command=command, show_progress=True)
     write(
         f"trained {args.head} head ({result.trainable_parameters:,} params) in {result.train_seconds:.1f}s "
         f"(+{result.encode_seconds:.1f}s encoding): best val nDCG@10 {result.best_val_ndcg10:.4f} "

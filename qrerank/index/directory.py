@@ -48,6 +48,7 @@ from qrerank import __version__
 from qrerank._fs import sha256_file
 from qrerank.core.encoding import bloch_angles, default_tau
 from qrerank.embed.base import Encoder
+from qrerank.embed.runtime import RUNTIMES, encoder_runtime
 from qrerank.errors import IndexFormatError, InputError
 from qrerank.index.base import VectorIndex
 from qrerank.index.exact import ExactIndex
@@ -170,6 +171,7 @@ def build_index(
             "qrerank_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "model": encoder.name,
+            "runtime": encoder_runtime(encoder),  # None: an encoder with one runtime (hashing)
             "dim": encoder.dim,
             "normalized": bool(encoder.normalized),
             "count": len(docs),
@@ -215,6 +217,16 @@ class DocumentIndex:
     @property
     def model(self) -> str:
         return str(self.manifest["model"])
+
+    @property
+    def runtime(self) -> str | None:
+        """The encoder runtime of the stored vectors; None for indexes from before runtimes (torch)."""
+        value = self.manifest.get("runtime")
+        if value is not None and value not in RUNTIMES:
+            raise IndexFormatError(
+                f"{self.path}: field 'runtime' must be one of {', '.join(RUNTIMES)} or null"
+            )
+        return value
 
     @property
     def dim(self) -> int:

@@ -81,21 +81,32 @@ class SearchPipeline:
     """Query -> FAISS top-``k`` by cosine -> rerank with stored embeddings/angles -> top-``n``.
 
     Candidates are never re-encoded: their embeddings and Bloch angles are read from the index.
-    The reranker's encoder must be the model the index was built with.
+    The reranker's encoder must be the model the index was built with, on the same runtime:
+    ``runtime`` None loads it on the index's, another one is refused (InputError).
     """
 
     def __init__(
         self,
         index: DocumentIndex | str | os.PathLike[str],
         reranker: Reranker | None = None,
+        *,
+        runtime: str | None = None,
         **reranker_kwargs: object,
     ) -> None:
+        from qrerank.embed.runtime import encoder_runtime, runtime_for_index
+
         self.index = index if isinstance(index, DocumentIndex) else DocumentIndex.load(index)
         if reranker is None:
             from qrerank.embed.models import load_encoder
 
-            encoder = load_encoder(self.index.model, normalize=bool(self.index.manifest["normalized"]))
+            encoder = load_encoder(
+                self.index.model,
+                normalize=bool(self.index.manifest["normalized"]),
+                runtime=runtime_for_index(self.index.runtime, runtime, self.index.path),
+            )
             reranker = Reranker(encoder, **reranker_kwargs)  # type: ignore[arg-type]
+        elif encoder_runtime(reranker.encoder) is not None:
+            runtime_for_index(self.index.runtime, encoder_runtime(reranker.encoder), self.index.path)
         if reranker.encoder.name != self.index.model or reranker.encoder.dim != self.index.dim:
             raise IndexFormatError(
                 f"index {self.index.path} was built with {self.index.model} ({self.index.dim}-d); "

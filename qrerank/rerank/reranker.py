@@ -75,6 +75,8 @@ class Reranker:
         backend: "closed-form" (default), or "qiskit"/"pennylane" to compute fidelity by
             circuit simulation (extras; small dims only).
         shots: shot count for simulator backends (None = exact statevector).
+        runtime: encoder runtime when ``encoder`` is a name (torch, onnx, onnx-int8); a head
+            with fine-tuned encoder layers runs on torch only.
     """
 
     def __init__(
@@ -89,11 +91,20 @@ class Reranker:
         backend: str = "closed-form",
         shots: int | None = None,
         batch_size: int = 32,
+        runtime: str | None = None,
     ) -> None:
+        from qrerank.embed.runtime import parse_runtime
+
+        rt = parse_runtime(runtime)
         if head is not None and not isinstance(head, Head):
             from qrerank.heads.io import head_encoder_info, load_head_encoder
 
             if head_encoder_info(head) is not None:
+                if rt.is_onnx:
+                    raise InputError(
+                        f"head {head} was trained with fine-tuned encoder layers, which run on torch only; "
+                        f"drop --runtime {rt.value}"
+                    )
                 # The head was trained together with its encoder's last layers: use that encoder.
                 if encoder is None or isinstance(encoder, str):
                     encoder = load_head_encoder(head, model=encoder) or encoder  # not None: info exists
@@ -104,7 +115,7 @@ class Reranker:
                     )
         if encoder is None:
             encoder = DEFAULT_MODEL
-        self.encoder = load_encoder(encoder) if isinstance(encoder, str) else encoder
+        self.encoder = load_encoder(encoder, runtime=rt) if isinstance(encoder, str) else encoder
         self.method = parse_method(method)
         if not 0.0 <= alpha <= 1.0:
             raise InputError(f"alpha must be in [0, 1], got {alpha}")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
 
+from qrerank.embed.runtime import Runtime
 from qrerank.errors import InputError
 
 ENV_PREFIX = "QRERANK_"
@@ -62,6 +63,7 @@ class Settings:
     alpha: float = 0.5
     tau: float | None = None
     device: str | None = None
+    runtime: Runtime | None = None  # None: the index's runtime, else torch (QRERANK_RUNTIME=onnx-int8)
     encode_batch_size: int = 64
     # Micro-batching
     max_batch: int = 512
@@ -107,6 +109,8 @@ class Settings:
             if value is not None:
                 object.__setattr__(self, name, _check_float(name, value, low, high, low_open))
         object.__setattr__(self, "long_docs", _enum(LongDocs, self.long_docs, "long_docs"))
+        if self.runtime is not None:
+            object.__setattr__(self, "runtime", _enum(Runtime, self.runtime, "runtime"))
         if self.api_key == "":
             object.__setattr__(self, "api_key", None)
 

@@ -22,6 +22,7 @@ import torch
 from qrerank.core.encoding import bloch_angles, default_tau
 from qrerank.core.fusion import RRF_K
 from qrerank.embed.base import Encoder
+from qrerank.errors import InputError
 from qrerank.rerank.pipeline import Fusion, SearchMethod, parse_fusion, parse_search_method
 from qrerank.rerank.reranker import Reranker, ranked
 from qrerank.rerank.scoring import Method, parse_method
@@ -66,19 +67,30 @@ def load_index(path: str) -> Any:
     return DocumentIndex.load(path)
 
 
-def load_reranker(settings: Settings, index_model: str | None = None, normalized: bool = True) -> Reranker:
-    """The Reranker the settings describe (model defaults to the index's model)."""
+def load_reranker(
+    settings: Settings, index_model: str | None = None, normalized: bool = True, runtime: str | None = None
+) -> Reranker:
+    """The Reranker the settings describe (model and runtime default to the index's)."""
     from qrerank.embed.models import DEFAULT_MODEL, load_encoder
-    from qrerank.heads.io import load_head_encoder
+    from qrerank.embed.runtime import parse_runtime
+    from qrerank.heads.io import head_encoder_info, load_head_encoder
 
     name = settings.model or index_model or DEFAULT_MODEL
+    rt = parse_runtime(runtime or settings.runtime)
+    if rt.is_onnx and settings.head and head_encoder_info(settings.head) is not None:
+        raise InputError(
+            f"head {settings.head} was trained with fine-tuned encoder layers, which run on torch only; "
+            f"unset runtime {rt.value}"
+        )
     # No on-disk embedding cache: a server must not grow a file with every text it is sent.
     tuned = (
         load_head_encoder(settings.head, device=settings.device, cache=False, model=settings.model)
         if settings.head
         else None
     )
-    encoder = tuned or load_encoder(name, device=settings.device, normalize=normalized, cache=False)
+    encoder = tuned or load_encoder(
+        name, device=settings.device, normalize=normalized, cache=False, runtime=rt
+    )
     return Reranker(
         encoder,
         method=settings.method,
@@ -90,10 +102,14 @@ def load_reranker(settings: Settings, index_model: str | None = None, normalized
 
 
 def reranker_for(settings: Settings, index: Any = None) -> Reranker:
-    """The Reranker to serve ``index`` (a DocumentIndex or None) with: its model by default."""
-    model = index.model if index is not None else None
-    normalized = bool(index.manifest["normalized"]) if index is not None else True
-    return load_reranker(settings, model, normalized)
+    """The Reranker to serve ``index`` (a DocumentIndex or None) with: its model and runtime by
+    default; a runtime setting other than the index's is an InputError."""
+    from qrerank.embed.runtime import runtime_for_index
+
+    if index is None:
+        return load_reranker(settings)
+    runtime = runtime_for_index(index.runtime, settings.runtime, Path(index.path).name)
+    return load_reranker(settings, index.model, bool(index.manifest["normalized"]), runtime)
 
 
 class _BatchedEncoder:
