@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -87,7 +88,9 @@ def main() -> int:
 
     passages = [d.content for d in load_corpus(args.data)[: args.n]]
     queries = [q.text for q in read_jsonl(args.data / "queries.jsonl")[: args.queries]]
+    load_before = os.getloadavg()  # other jobs on the cores change every number: record them
     rows = [measure(rt, passages, queries, args.batch_size) for rt in RUNTIMES]
+    load_after = os.getloadavg()
     torch_row = rows[0]
     ref, ref_q = torch_row["_vectors"], torch_row["_queries"]
     for row in rows:
@@ -131,6 +134,7 @@ def main() -> int:
         "int8_preset": default_preset(),
         "rows": rows,
         "targets": targets,
+        "load_average_1_5_15": {"before": load_before, "after": load_after},
         "environment": env,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
