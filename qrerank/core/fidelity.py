@@ -191,13 +191,12 @@ _TILE_MANY = (16, 1024)
 def _tiled(
     kernel: Any, q0: torch.Tensor, q1: torch.Tensor, d0: torch.Tensor, d1: torch.Tensor, floor: float
 ) -> torch.Tensor:
-    """``kernel`` over fixed float32 tiles (padded with |0> qubits, whose results are dropped)."""
+    """``kernel`` over fixed tiles (padded with |0> qubits, whose results are dropped)."""
     n_q, n_d = q0.shape[0], d0.shape[0]
     tq, td = _TILE_ONE if n_q == 1 else _TILE_MANY
-    out = torch.empty((n_q, n_d), dtype=torch.float32)
+    out = q0.new_empty((n_q, n_d))
 
     def pad(x: torch.Tensor, rows: int, fill: float) -> torch.Tensor:
-        x = x.float()
         return x if x.shape[0] == rows else torch.cat([x, x.new_full((rows - x.shape[0], x.shape[1]), fill)])
 
     for i in range(0, n_q, tq):
@@ -227,12 +226,11 @@ def log_fidelity_planes_matrix(
         chunk: documents per block of work (default: bounded intermediates, ~64 MiB).
         compile: run the ``torch.compile``'d kernel (True), the eager one (False) or decide by
             size (None: compiled from ``Q * D * n >= 2^24``; compiling costs seconds once per
-            process and qubit count). The compiled kernel computes in float32 tiles, with
-            float32's floor, whatever the input dtype.
+            process, qubit count and dtype).
     Returns:
         ``[Q, D]`` log F, equal to :func:`log_fidelity_angles` on every pair: to 1e-4 relative
-        in float32 (and on the compiled path), to ~1e-12 eager in float64; tested at identical,
-        nearly identical and orthogonal qubits.
+        in float32, to ~1e-12 in float64; tested at identical, nearly identical and orthogonal
+        qubits.
 
     Cost: one multiply-add per qubit pair for the overlap, one for its complement, one log per
     block of 8 qubits (see ``_BLOCK`` for the no-underflow bound).
@@ -247,13 +245,11 @@ def log_fidelity_planes_matrix(
     if n_q == 0 or n_d == 0 or n == 0:
         return out
     kernel = _compiled_kernel(n_q * n_d * n, compile)
-    # Compiled (float32 tiles): blocks of 8 qubits, the last n % 8 one log each. Eager: one log
+    # Compiled (tiles): blocks of 8 qubits, the last n % 8 one log each. Eager: one log
     # per qubit (a product over a strided axis is slow in eager torch, the log is not).
     main = n - n % _BLOCK if kernel is not None else 0
     if main:
-        f32 = _floor(torch.float32, eps)
-        planes = [x[:, :main] for x in (q0, q1, d0, d1)]
-        out += _tiled(kernel, *planes, math.sqrt(f32)).to(out.dtype)
+        out += _tiled(kernel, *[x[:, :main] for x in (q0, q1, d0, d1)], math.sqrt(floor))
     if main < n:
         if chunk is None:
             chunk = max(1, _CHUNK_ELEMENTS // max(1, n_q * (n - main)))

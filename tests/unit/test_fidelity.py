@@ -165,17 +165,15 @@ def test_planes_kernel_matches_the_float64_reference(gen: torch.Generator, n: in
 
     tq, td = _hard_angles(gen, 40, n)
     ref = _reference(tq, td)
-    # float64, eager: the same formula, to rounding (the compiled kernel computes in float32).
-    got64 = log_fidelity_planes_matrix(bloch_planes(tq), bloch_planes(td), compile=False)
+    # float64: the same formula, to rounding.
+    got64 = log_fidelity_planes_matrix(bloch_planes(tq), bloch_planes(td), compile=compile)
     assert torch.allclose(got64, ref, rtol=1e-10, atol=1e-12)
     # float32 against the float64 reference on the same float32 angles, 1e-4 relative; the
     # identical pair is exactly 0, and the floored pairs sit at float32's own floor.
     tq32, td32 = tq.float(), td.float()
     ref32 = _reference_floored(tq32, td32, torch.finfo(torch.float32).eps)
-    for planes_q, planes_d in ((bloch_planes(tq32), bloch_planes(td32)), (bloch_planes(tq), bloch_planes(td))):
-        got32 = log_fidelity_planes_matrix(planes_q, planes_d, compile=compile).double()
-        if planes_q[0].dtype == torch.float32 or (compile and n >= 8):  # compiled: float32 tiles
-            assert torch.isclose(got32, ref32, rtol=1e-4, atol=1e-5).all(), (got32 - ref32).abs().max()
+    got32 = log_fidelity_planes_matrix(bloch_planes(tq32), bloch_planes(td32), compile=compile).double()
+    assert torch.isclose(got32, ref32, rtol=1e-4, atol=1e-7).all(), (got32 - ref32).abs().max()
     assert got32[0, 0] == pytest.approx(0.0, abs=1e-6)
 
 
