@@ -44,7 +44,7 @@ from qrerank.index.manifest import LEXICAL_FIXED
 from qrerank.types import Document
 
 BM25_K1, BM25_B = 0.9, 0.4
-EXTRA = "eval"  # the pip extra that ships bm25s and PyStemmer
+EXTRA = "lexical"  # the pip extra that ships bm25s and PyStemmer (eval and all include it)
 
 
 class NoLexicalIndexError(InputError):
