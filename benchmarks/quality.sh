@@ -12,6 +12,9 @@ want() { [ "$only" = all ] || [ "$only" = "$1" ]; }
 
 want scifact-full && qrerank eval "$DATA/scifact" --protocol full --k 100 \
   --methods bm25,cosine,fidelity,hybrid,rrf --tune-split train --out "$OUT/scifact-full"
+# The held-out subset: test claims none of whose relevant documents is relevant to a train claim.
+want scifact-unseen && qrerank eval "$DATA/scifact" --protocol full --k 100 \
+  --methods bm25,cosine,fidelity,hybrid,rrf --tune-split train --unseen-from train --out "$OUT/scifact-unseen"
 
 for y in 2019 2020; do
   other=$([ $y = 2019 ] && echo 2020 || echo 2019)
