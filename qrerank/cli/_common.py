@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,7 +31,7 @@ def number(
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what}, got {value!r}") from None
         too_low = low is not None and (x <= low if low_open else x < low)
-        if too_low or (high is not None and x > high) or x != x:  # x != x: NaN
+        if too_low or (high is not None and x > high) or not math.isfinite(x):
             raise argparse.ArgumentTypeError(f"expected {what}, got {value!r}")
         return x
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -119,8 +120,8 @@ class Reranker:
         self.method = parse_method(method)
         if not 0.0 <= alpha <= 1.0:
             raise InputError(f"alpha must be in [0, 1], got {alpha}")
-        if tau is not None and tau <= 0:
-            raise InputError(f"tau must be positive, got {tau}")
+        if tau is not None and not 0.0 < tau < math.inf:  # also refuses NaN
+            raise InputError(f"tau must be a positive finite number, got {tau}")
         self.alpha, self.tau, self.normalize = alpha, tau, normalize
         if head is not None and not isinstance(head, Head):
             from qrerank.heads.io import load_head

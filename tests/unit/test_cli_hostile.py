@@ -269,3 +269,23 @@ def test_unusable_cache_dir_only_disables_the_cache(
         assert main(["rerank", "qubit bloch", str(docs_file), *MODEL, "--json", "--top-n", "1"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["doc_id"] == "d1"
     assert any("embedding cache disabled" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e400"])
+def test_non_finite_tau_flag_exits_2(value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"text": "a qubit"}\n{"text": "a cat"}\n')
+    with pytest.raises(SystemExit) as exc:  # argparse: usage line + the error, exit 2
+        main(["rerank", "qubit", str(docs), "--model", "hashing-64", f"--tau={value}"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --tau: expected a positive number" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("tau", [float("nan"), float("inf"), -1.0, 0.0])
+def test_reranker_refuses_non_finite_tau(tau: float) -> None:
+    from qrerank.errors import InputError
+    from qrerank.rerank.reranker import Reranker
+
+    with pytest.raises(InputError, match="tau must be a positive finite number"):
+        Reranker("hashing-64", tau=tau)
