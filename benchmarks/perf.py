@@ -51,32 +51,35 @@ def check(fast: torch.Tensor, theta_q: torch.Tensor, theta_d: torch.Tensor) -> f
     return float(((fast[:, :2000].double() - ref).abs() / ref.abs().clamp(min=1e-12)).max())
 
 
+def kernel_row(
+    q: torch.Tensor, docs: torch.Tensor, theta_q: torch.Tensor, theta_d: torch.Tensor, repeats: int
+) -> dict[str, Any]:
+    """One row: cosine vs the compiled kernel, the eager kernel and the old pairwise formula."""
+    n_q, d = q.shape
+    planes_q, planes_d = bloch_planes(theta_q), bloch_planes(theta_d)  # an index keeps planes_d
+    cos_ms = median_ms((lambda: docs @ q[0]) if n_q == 1 else (lambda: q @ docs.T), repeats)
+    t0 = time.perf_counter()
+    fast = log_fidelity_planes_matrix(planes_q, planes_d, compile=True)
+    compile_s = time.perf_counter() - t0
+    err = check(fast, theta_q, theta_d)
+    compiled = median_ms(lambda: log_fidelity_planes_matrix(planes_q, planes_d, compile=True), repeats)
+    # The eager path serves small matrices; at 32 queries it is timed once.
+    eager = median_ms(
+        lambda: log_fidelity_planes_matrix(planes_q, planes_d, compile=False), 3 if n_q == 1 else 1
+    )
+    old = median_ms(lambda: _chunked(log_fidelity_angles, theta_q, theta_d, d, None), 1)
+    return {
+        "queries": n_q, "docs": docs.shape[0], "dim": d, "cosine_ms": cos_ms, "kernel_compiled_ms": compiled,
+        "kernel_eager_ms": eager, "old_formula_ms": old, "compile_s": compile_s, "max_rel_err": err,
+        "compiled_vs_cosine": compiled / cos_ms, "eager_vs_cosine": eager / cos_ms, "old_vs_cosine": old / cos_ms,
+    }  # fmt: skip
+
+
 def kernel_table(n_docs: int, d: int, repeats: int, gen: torch.Generator) -> list[dict[str, Any]]:
-    docs = unit(n_docs, d, gen)
-    queries = unit(32, d, gen)
+    docs, queries = unit(n_docs, d, gen), unit(32, d, gen)
     tau = default_tau(d)
     theta_d, theta_q = bloch_angles(docs, tau), bloch_angles(queries, tau)
-    planes_d = bloch_planes(theta_d)  # what an index keeps per document
-    rows = []
-    for n_q in (1, 32):
-        q, tq = queries[:n_q], theta_q[:n_q]
-        planes_q = bloch_planes(tq)
-        cos_ms = median_ms(lambda: docs @ q[0] if n_q == 1 else q @ docs.T, repeats)  # noqa: B023
-        t0 = time.perf_counter()
-        fast = log_fidelity_planes_matrix(planes_q, planes_d, compile=True)
-        compile_s = time.perf_counter() - t0
-        err = check(fast, tq, theta_d)
-        compiled = median_ms(lambda: log_fidelity_planes_matrix(planes_q, planes_d, compile=True), repeats)  # noqa: B023
-        eager = median_ms(
-            lambda: log_fidelity_planes_matrix(planes_q, planes_d, compile=False), max(1, repeats // 3)
-        )  # noqa: B023
-        old = median_ms(lambda: _chunked(log_fidelity_angles, tq, theta_d, d, None), 1)  # noqa: B023
-        rows.append({
-            "queries": n_q, "docs": n_docs, "dim": d, "cosine_ms": cos_ms, "kernel_compiled_ms": compiled,
-            "kernel_eager_ms": eager, "old_formula_ms": old, "compile_s": compile_s, "max_rel_err": err,
-            "compiled_vs_cosine": compiled / cos_ms, "eager_vs_cosine": eager / cos_ms, "old_vs_cosine": old / cos_ms,
-        })  # fmt: skip
-    return rows
+    return [kernel_row(queries[:n], docs, theta_q[:n], theta_d, repeats) for n in (1, 32)]
 
 
 def candidates_table(d: int, repeats: int, gen: torch.Generator) -> list[dict[str, Any]]:
