@@ -31,6 +31,9 @@ from qrerank.errors import InputError
 from qrerank.eval.datasets import Dataset, load_dataset, read_split_qrels
 from qrerank.eval.meta import environment
 from qrerank.eval.methods import (
+    CONVEX_METHODS,
+    CONVEX_WEIGHT,
+    NEEDS_BM25,
     NEEDS_ENCODER,
     NEEDS_RUN_SCORES,
     BM25Scorer,
@@ -157,6 +160,14 @@ def _tune(
     return tau, alpha, tau_curve, alpha_curve
 
 
+def _tune_weight(
+    scorer: CandidateScorer, ds: Dataset, kind: MethodKind, tau: float, weights: tuple[float, ...], depth: int
+) -> tuple[float, dict[float, dict]]:
+    """The BM25 weight of a convex method maximising nDCG@10 on the tuning split, and its curve."""
+    curve = {w: _score(scorer, ds, MethodSpec(kind=kind, tau=tau, weight=w), depth, {})[1] for w in weights}
+    return max(weights, key=lambda w: curve[w][PRIMARY_METRIC]), curve
+
+
 def evaluate(cfg: EvalConfig, *, encoder: Encoder | None = None) -> dict[str, Any]:
     """Run every method of ``cfg`` on one dataset split. See the module docstring.
 
@@ -208,11 +219,7 @@ def evaluate(cfg: EvalConfig, *, encoder: Encoder | None = None) -> dict[str, An
     if enc is not None:
         doc_ids, q_emb, d_emb = _embed(ds, cands, enc, cfg)
     t_enc = time.perf_counter() - t_enc
-    bm25 = (
-        BM25Scorer(list(ds.corpus.values()))
-        if any(s.kind in (MethodKind.BM25, MethodKind.RRF) for s in specs)
-        else None
-    )
+    bm25 = BM25Scorer(list(ds.corpus.values())) if any(s.kind in NEEDS_BM25 for s in specs) else None
     scorer = CandidateScorer(
         qids=list(ds.queries), queries=ds.queries, candidates=cands, doc_ids=doc_ids,
         q_emb=q_emb, d_emb=d_emb, bm25=bm25, rrf_k=cfg.rrf_k,
@@ -238,14 +245,23 @@ def evaluate(cfg: EvalConfig, *, encoder: Encoder | None = None) -> dict[str, An
     tuning: dict[str, Any] = {}
     tune_tau: dict[float, dict] = {}
     tune_alpha: dict[float, dict] = {}
+    weights = {k: CONVEX_WEIGHT for k in CONVEX_METHODS}  # BM25 weight of each convex method
+    tune_weight: dict[MethodKind, dict[float, dict]] = {}
     if tune_ds is not None and enc is not None:
         t_cands, _ = build_candidates(tune_ds, protocol, cfg.run, cfg.k)
         t_doc_ids, t_q, t_d = _embed(tune_ds, t_cands, enc, cfg)
+        convex = [s.kind for s in specs if s.kind in CONVEX_METHODS]
+        t_bm25 = None
+        if convex:
+            same = tune_ds.root.resolve() == ds.root.resolve() and bm25 is not None
+            t_bm25 = bm25 if same else BM25Scorer(list(tune_ds.corpus.values()))
         t_scorer = CandidateScorer(
             qids=list(tune_ds.queries), queries=tune_ds.queries, candidates=t_cands, doc_ids=t_doc_ids,
-            q_emb=t_q, d_emb=t_d,
+            q_emb=t_q, d_emb=t_d, bm25=t_bm25,
         )  # fmt: skip
         tau, alpha, tune_tau, tune_alpha = _tune(t_scorer, tune_ds, taus, cfg.alphas, cfg.k)
+        for kind in convex:
+            weights[kind], tune_weight[kind] = _tune_weight(t_scorer, tune_ds, kind, tau, cfg.alphas, cfg.k)
         tuning = {
             "source": f"{tune_ds.name} {tune_ds.split} ({len(tune_ds.queries)} queries)",
             "split": f"{tune_ds.name}/{tune_ds.split}",
@@ -256,6 +272,9 @@ def evaluate(cfg: EvalConfig, *, encoder: Encoder | None = None) -> dict[str, An
         tuning = {"source": "defaults (no tuning split)", "split": None}
     if dim:
         tuning.update(tau=tau, alpha=alpha, tau_multiplier=tau / default_tau(dim))
+        tuning.update(
+            {f"{k.value}_weight": weights[k] for k in CONVEX_METHODS if any(s.kind is k for s in specs)}
+        )
         if tau not in taus:
             taus = sorted([*taus, tau])
 
@@ -276,6 +295,9 @@ def evaluate(cfg: EvalConfig, *, encoder: Encoder | None = None) -> dict[str, An
             elif s.kind is MethodKind.HYBRID:
                 s = MethodSpec(kind=s.kind, tau=tau, alpha=alpha)
                 labels[s.name] = f"hybrid (τ={tau:.4g}, α={alpha:.2g})"
+            elif s.kind in CONVEX_METHODS:
+                s = MethodSpec(kind=s.kind, tau=tau, weight=weights[s.kind])
+                labels[s.name] = f"{s.kind.value} (w_bm25={weights[s.kind]:.2g})"
             run, agg, pq = _score(scorer, ds, s, cfg.k, heads)
             runs[s.name] = run
         metrics[s.name], per_query[s.name] = agg, pq
@@ -299,6 +321,8 @@ def evaluate(cfg: EvalConfig, *, encoder: Encoder | None = None) -> dict[str, An
             )
             runs[spec.name], metrics[spec.name], _ = _score(scorer, ds, spec, cfg.k, heads)
             sweeps["alpha"].append({"alpha": a, "test": metrics[spec.name], "tune": tune_alpha.get(a)})
+    for kind, curve in tune_weight.items():  # the convex weights' curves on the tuning split
+        sweeps[f"{kind.value}-weight"] = [{"weight": w, "tune": m} for w, m in curve.items()]
 
     significance = {
         name: {

@@ -10,6 +10,9 @@ bm25        Okapi BM25 from ``bm25s`` (Lucene variant, k1 = 0.9, b = 0.4 as Anse
             stopwords, Snowball stemmer); statistics from the dataset's whole corpus.jsonl
 rrf         reciprocal-rank fusion of bm25 and cosine: 1/(60 + rank_bm25) + 1/(60 + rank_cos)
             (Cormack et al., SIGIR 2009), ranks over the candidates
+convex      w * minmax(bm25) + (1 - w) * minmax(cos) over the candidates, w chosen on the
+            tuning split (0.3 without one)
+convex-fidelity  the same with log F at the chosen tau in place of cos
 first       the first-stage score the ``--run`` file gives each candidate (``--protocol rerank``)
 rrf-run     reciprocal-rank fusion of first and cosine, as rrf with the run in place of bm25
 fused-run   convex fusion w * minmax(first) + (1 - w) * minmax(cos) over the candidates,
@@ -61,6 +64,7 @@ __all__ = [
     "reciprocal_rank_fusion",
 ]
 FUSED_RUN_WEIGHT = 0.3  # weight of the run's scores in fused-run, until tuned on a held-out split
+CONVEX_WEIGHT = 0.3  # BM25 weight of convex / convex-fidelity without a tuning split
 
 
 class MethodKind(StrEnum):
@@ -74,9 +78,16 @@ class MethodKind(StrEnum):
     FIRST = "first"
     RRF_RUN = "rrf-run"
     FUSED_RUN = "fused-run"
+    CONVEX = "convex"
+    CONVEX_FIDELITY = "convex-fidelity"
 
 
-PLAIN_METHODS = ("bm25", "cosine", "fidelity", "hybrid", "rrf", "first", "rrf-run", "fused-run")
+PLAIN_METHODS = (
+    "bm25", "cosine", "fidelity", "hybrid", "rrf", "convex", "convex-fidelity", "first", "rrf-run", "fused-run",
+)  # fmt: skip
+# Convex fusion of BM25 with a dense signal: the weight of BM25, chosen on the tuning split.
+CONVEX_METHODS = {MethodKind.CONVEX, MethodKind.CONVEX_FIDELITY}
+NEEDS_BM25 = {MethodKind.BM25, MethodKind.RRF, *CONVEX_METHODS}
 NEEDS_ENCODER = {
     MethodKind.COSINE,
     MethodKind.FIDELITY,
@@ -85,18 +96,21 @@ NEEDS_ENCODER = {
     MethodKind.HEAD,
     MethodKind.RRF_RUN,
     MethodKind.FUSED_RUN,
+    *CONVEX_METHODS,
 }
 NEEDS_RUN_SCORES = {MethodKind.FIRST, MethodKind.RRF_RUN, MethodKind.FUSED_RUN}
 
 
 @dataclass(frozen=True, kw_only=True)
 class MethodSpec:
-    """One method to evaluate; ``arg`` is the run name or head path, tau/alpha its parameters."""
+    """One method to evaluate; ``arg`` is the run name or head path, tau/alpha/weight its parameters
+    (``weight``: the BM25 weight of the convex methods)."""
 
     kind: MethodKind
     arg: str = ""
     tau: float | None = None
     alpha: float | None = None
+    weight: float | None = None
     label: str = ""
 
     @property
@@ -275,6 +289,11 @@ class CandidateScorer:
             return self.bm25_scores(i)
         if kind is MethodKind.RRF:
             return reciprocal_rank_fusion(self.bm25_scores(i), self.cosine(i), k=self.rrf_k)
+        if kind is MethodKind.CONVEX:
+            return convex_fusion(self.bm25_scores(i), self.cosine(i), _need(spec.weight, "weight"))
+        if kind is MethodKind.CONVEX_FIDELITY:
+            tau = _need(spec.tau, "tau")
+            return convex_fusion(self.bm25_scores(i), self.log_fidelity(i, tau), _need(spec.weight, "weight"))
         if kind is MethodKind.FIRST:
             return self.first_scores(i)
         if kind is MethodKind.RRF_RUN:

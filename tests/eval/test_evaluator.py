@@ -170,7 +170,9 @@ def test_float32_heads_score_float64_embeddings(name: str, tiny: Path, encoder, 
 def test_unseen_from_keeps_only_queries_with_no_seen_relevant_doc(tiny_copy: Path, encoder) -> None:
     # "seen" judges d4 relevant (>= 2) to some other query: q1 (relevant d1, d4, d7) is seen,
     # q2 (relevant d5) is not. d6 has grade 2 here but is only grade 1 for q2: not relevant there.
-    (tiny_copy / "qrels" / "seen.tsv").write_text("query-id\tcorpus-id\tscore\nt1\td4\t2\nt2\td6\t2\nt2\td5\t1\n")
+    (tiny_copy / "qrels" / "seen.tsv").write_text(
+        "query-id\tcorpus-id\tscore\nt1\td4\t2\nt2\td6\t2\nt2\td5\t1\n"
+    )
     res = evaluate(cfg(tiny_copy, protocol="rerank", methods="cosine", unseen_from="seen"), encoder=encoder)
     assert res["per_query"]["cosine"]["nDCG@10"] == pytest.approx({"q2": 1.0})
     meta = res["meta"]
@@ -191,3 +193,44 @@ def test_unseen_from_refuses_the_evaluated_split_and_an_empty_subset(tiny: Path,
         evaluate(cfg(tiny, protocol="rerank", methods="cosine", unseen_from="train"), encoder=encoder)
     with pytest.raises(InputError, match="no qrels for split 'nope'"):
         evaluate(cfg(tiny, protocol="rerank", methods="cosine", unseen_from="nope"), encoder=encoder)
+
+
+def test_convex_fusion_weight_is_tuned_on_the_tuning_split(tiny: Path, encoder) -> None:
+    res = evaluate(
+        cfg(tiny, protocol="rerank", methods="bm25,cosine,convex,convex-fidelity", tune_split="train"),
+        encoder=encoder,
+    )
+    tuning = res["meta"]["tuning"]
+    for kind in ("convex", "convex-fidelity"):
+        w = tuning[f"{kind}_weight"]
+        curve = {row["weight"]: row["tune"]["nDCG@10"] for row in res["sweeps"][f"{kind}-weight"]}
+        assert w in curve and curve[w] == max(curve.values())  # the best weight on train
+    # w = 0 is the dense signal alone, w = 1 BM25 alone (same order, so the same metrics).
+    res0 = evaluate(cfg(tiny, protocol="rerank", methods="bm25,cosine,convex"), encoder=encoder)
+    assert res0["meta"]["tuning"]["convex_weight"] == 0.3  # no tuning split: the default
+    assert "convex (w_bm25=0.3)" in res0["labels"].values()
+
+
+def test_convex_endpoints_are_the_single_signals(tiny: Path, encoder) -> None:
+    from qrerank.eval.datasets import load_dataset
+    from qrerank.eval.methods import BM25Scorer, CandidateScorer, MethodKind, MethodSpec
+    from qrerank.rerank.scoring import rank_order
+
+    ds = load_dataset(tiny, split="test")
+    ids = list(ds.corpus)
+    qids = list(ds.queries)
+    scorer = CandidateScorer(
+        qids=qids, queries=ds.queries, candidates={q: ids for q in qids}, doc_ids=ids,
+        q_emb=encoder.encode([ds.queries[q] for q in qids]), d_emb=encoder.encode([ds.corpus[d].content for d in ids]),
+        bm25=BM25Scorer(list(ds.corpus.values())),
+    )  # fmt: skip
+    for i in range(len(qids)):
+        cos, bm25 = scorer.cosine(i), scorer.bm25_scores(i)
+        for kind in (MethodKind.CONVEX, MethodKind.CONVEX_FIDELITY):
+            at1 = scorer.scores(MethodSpec(kind=kind, tau=0.5, weight=1.0), i)
+            assert torch.equal(rank_order(at1), rank_order(bm25))
+        at0 = scorer.scores(MethodSpec(kind=MethodKind.CONVEX, weight=0.0), i)
+        assert torch.equal(rank_order(at0), rank_order(cos))
+        half = scorer.scores(MethodSpec(kind=MethodKind.CONVEX, weight=0.5), i)
+        lo = lambda x: (x - x.min()) / (x.max() - x.min())  # noqa: E731
+        assert torch.allclose(half.double(), 0.5 * lo(bm25.double()) + 0.5 * lo(cos.double()))
