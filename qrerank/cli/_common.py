@@ -59,7 +59,7 @@ def add_runtime_arg(p: argparse.ArgumentParser, default: str = "torch") -> None:
 
 
 def add_scoring_args(
-    p: argparse.ArgumentParser, default_method: str = "hybrid", methods: Sequence[str] = METHODS
+    p: argparse.ArgumentParser, default_method: str | None = "hybrid", methods: Sequence[str] = METHODS
 ) -> None:
     p.add_argument("--method", choices=methods, default=default_method, help="ranking signal")
     p.add_argument("--alpha", type=unit_float, default=0.5, help="hybrid weight of cosine (default 0.5)")
