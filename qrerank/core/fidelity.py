@@ -82,11 +82,15 @@ def log_fidelity_angles_matrix(
 ) -> torch.Tensor:
     """All-pairs log-fidelity of Bloch states: ``[Q, d] x [D, d] -> [Q, D]``, chunked over D.
 
-    Without gradients this runs :func:`log_fidelity_planes_matrix` on the states' amplitude
-    planes (sines and cosines once per state, not per pair); with them, the pairwise formula.
+    Large matrices without gradients (``Q * D * d >= 2^24``) run the compiled kernel of
+    :func:`log_fidelity_planes_matrix` on the states' amplitude planes (sines and cosines once per
+    state, not per pair); smaller ones, and any with gradients, the pairwise formula.
     """
     _check_matrix(theta_q, theta_d, 2)
-    if torch.is_grad_enabled() and (theta_q.requires_grad or theta_d.requires_grad):
+    grad = torch.is_grad_enabled() and (theta_q.requires_grad or theta_d.requires_grad)
+    size = theta_q.shape[0] * theta_d.shape[0] * theta_q.shape[1]
+    if grad or _compiled_kernel(size, None) is None:
+        # Small matrices: the pairwise formula is faster eager than the planes (measured).
         return _chunked(
             lambda a, b: log_fidelity_angles(a, b, eps), theta_q, theta_d, theta_q.shape[-1], chunk
         )
