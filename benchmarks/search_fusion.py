@@ -54,13 +54,11 @@ def run_split(pipe: SearchPipeline, ds: Any, kwargs: dict[str, Any]) -> tuple[di
     """Per-query nDCG@10 of one search configuration, and per-query latency in ms."""
     run: dict[str, dict[str, float]] = {}
     times = []
-    ids = pipe.index.doc_ids if hasattr(pipe.index, "doc_ids") else None
     for qid, text in ds.queries.items():
         t = time.perf_counter()
         hits = pipe.search(text, k=100, top_n=100, **kwargs)
         times.append(1e3 * (time.perf_counter() - t))
         run[qid] = {h.doc_id: float(h.score) for h in hits}
-    del ids
     return per_query(ds.qrels, run, list(ds.queries), ds.rel_level)["nDCG@10"], times
 
 

@@ -87,10 +87,7 @@ def log_fidelity_angles_matrix(
     state, not per pair); smaller ones, and any with gradients, the pairwise formula.
     """
     _check_matrix(theta_q, theta_d, 2)
-    grad = torch.is_grad_enabled() and (theta_q.requires_grad or theta_d.requires_grad)
-    size = theta_q.shape[0] * theta_d.shape[0] * theta_q.shape[1]
-    if grad or _compiled_kernel(size, None) is None:
-        # Small matrices: the pairwise formula is faster eager than the planes (measured).
+    if not _takes_kernel(theta_q, theta_d):
         return _chunked(
             lambda a, b: log_fidelity_angles(a, b, eps), theta_q, theta_d, theta_q.shape[-1], chunk
         )
@@ -102,11 +99,11 @@ def log_fidelity_matrix(
 ) -> torch.Tensor:
     """All-pairs log-fidelity of product states: ``[Q, n, 2] x [D, n, 2] -> [Q, D]``.
 
-    Real states without gradients run on :func:`log_fidelity_planes_matrix`.
+    Large real matrices without gradients run the compiled kernel of
+    :func:`log_fidelity_planes_matrix`; the rest the pairwise formula.
     """
     _check_matrix(a, b, 3)
-    grad = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
-    if grad or a.is_complex() or b.is_complex() or a.shape[-1] != 2:
+    if a.is_complex() or b.is_complex() or a.shape[-1] != 2 or not _takes_kernel(a, b):
         return _chunked(lambda x, y: log_fidelity(x, y, eps), a, b, 2 * a.shape[-2], chunk)
     planes = lambda s: (s[..., 0].contiguous(), s[..., 1].contiguous())  # noqa: E731
     return log_fidelity_planes_matrix(planes(a), planes(b), eps=eps, chunk=chunk)
@@ -167,6 +164,15 @@ def _blocked_log_fidelity(
     factor = torch.where(near, 1.0, o.abs().clamp(min=floor))
     blocks = factor.view(factor.shape[0], factor.shape[1], _BLOCK, -1).prod(dim=2)
     return 2.0 * torch.log(blocks).sum(dim=-1) - torch.where(near, series, 0.0).sum(dim=-1)
+
+
+def _takes_kernel(q: torch.Tensor, d: torch.Tensor) -> bool:
+    """Whether a matrix form runs the compiled planes kernel: no gradients, and large enough to
+    be worth it; below that the pairwise formula is faster eager than the planes (measured:
+    0.34 vs 0.53 ms for 1 x 100 x 384)."""
+    if torch.is_grad_enabled() and (q.requires_grad or d.requires_grad):
+        return False
+    return _compiled_kernel(q.shape[0] * d.shape[0] * q.shape[1], None) is not None
 
 
 def _compiled_kernel(size: int, compile: bool | None) -> Any:

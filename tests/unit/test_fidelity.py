@@ -183,7 +183,7 @@ def _reference_floored(tq: torch.Tensor, td: torch.Tensor, floor: float) -> torc
     return torch.log(torch.cos(half).square().clamp(min=floor)).sum(-1)
 
 
-def test_matrix_forms_take_the_kernel_and_keep_gradients(gen: torch.Generator) -> None:
+def test_matrix_forms_match_the_reference_and_keep_gradients(gen: torch.Generator) -> None:
     tq, td = _hard_angles(gen, 12, 24)
     ref = _reference(tq, td)
     assert torch.allclose(log_fidelity_angles_matrix(tq, td), ref, rtol=1e-10, atol=1e-12)
