@@ -30,20 +30,19 @@ import random
 import statistics
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-import uvicorn
 
 from qrerank.embed.hashing import HashingEncoder
 from qrerank.eval.meta import environment
 from qrerank.rerank.reranker import Reranker
 from qrerank.service import Settings, create_app
+from qrerank.service.server import serve_in_thread
 
 RESULTS = Path(__file__).resolve().parent / "results" / "reliability_service.json"
 MARKER = "\u2620poison\u2620"  # the encoder raises on any text containing it
@@ -73,27 +72,6 @@ class PoisonedEncoder(HashingEncoder):
         if poisoned:
             raise RuntimeError("the encoder cannot embed this text")
         return super().encode(texts)
-
-
-@contextmanager
-def loopback_server(app: Any, timeout: float = 30.0) -> Iterator[str]:
-    """Serve ``app`` on uvicorn at 127.0.0.1 (ephemeral port) in a thread; yield its URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="critical", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn-bench", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + timeout
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout)
 
 
 def vocabulary() -> list[str]:
@@ -231,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     rng, words = random.Random(args.seed), vocabulary()
     rows = []
     t0 = time.perf_counter()
-    with loopback_server(create_app(settings, Reranker(encoder))) as url:
+    with serve_in_thread(create_app(settings, Reranker(encoder)), log_level="critical") as url:
         for r in range(args.rounds):
             workload = make_requests(rng, words, args.requests, args.poison, args.docs)
             rows.append({"round": r + 1, **run_round(url, encoder, reference, workload, args.timeout_s)})

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from qrerank._optional import require
@@ -60,3 +64,27 @@ def serve(settings: Settings, reranker: Any = None, index: Any = None) -> int:
     server = ReadyServer(config)
     server.run()
     return 0 if server.started else 2
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: Any, *, timeout: float = 30.0, log_level: str = "warning") -> Iterator[str]:
+    """Run ``app`` on uvicorn at 127.0.0.1 (ephemeral port) in a daemon thread; yield its URL.
+
+    For tests and benchmarks: loopback only, started and stopped within ``timeout`` seconds.
+    """
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level=log_level, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn-thread", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import threading
-import time
-from collections.abc import Iterator
 from typing import Any
 
 from qrerank.rerank.reranker import Reranker
@@ -28,24 +25,8 @@ def make_client(reranker: Reranker, **settings: Any) -> Any:
     return TestClient(create_app(Settings(**settings), reranker))
 
 
-@contextlib.contextmanager
-def live_server(app: Any, timeout: float = 30.0) -> Iterator[str]:
-    """Run ``app`` on a real uvicorn bound to 127.0.0.1 and an ephemeral port; yield its URL."""
-    import uvicorn
+def live_server(app: Any, timeout: float = 30.0) -> contextlib.AbstractContextManager[str]:
+    """A real uvicorn on 127.0.0.1 and an ephemeral port, yielding its URL (the package's helper)."""
+    from qrerank.service.server import serve_in_thread
 
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + timeout
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout)
+    return serve_in_thread(app, timeout=timeout)
