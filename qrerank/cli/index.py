@@ -7,7 +7,9 @@ import time
 
 from qrerank.cli._common import add_runtime_arg, out_dir, positive_float, positive_int, write
 from qrerank.corpus import load_corpus
+from qrerank.embed.base import Encoder
 from qrerank.embed.models import DEFAULT_MODEL, load_encoder
+from qrerank.errors import InputError
 from qrerank.index.directory import INDEX_KINDS, build_index
 
 
@@ -29,13 +31,40 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
     add_runtime_arg(p)
+    p.add_argument(
+        "--ray",
+        default=None,
+        metavar="auto|ADDRESS",
+        help="encode on a Ray cluster (auto: the running one, else a local one); needs qrerank[ray]",
+    )
+    p.add_argument("--ray-actors", type=positive_int, default=None, help="encoder actors (default 1)")
+    p.add_argument("--ray-gpus-per-actor", type=positive_float, default=None, help="GPUs each actor reserves")
     p.set_defaults(func=run)
+
+
+def _encoder(args: argparse.Namespace) -> Encoder:
+    """The local encoder, or with ``--ray`` the same encoder fanned out over Ray actors."""
+    if args.ray is None:
+        if args.ray_actors is not None or args.ray_gpus_per_actor is not None:
+            raise InputError("--ray-actors and --ray-gpus-per-actor need --ray auto|ADDRESS")
+        return load_encoder(args.model, device=args.device, normalize=not args.raw, runtime=args.runtime)
+    from qrerank.embed.ray import load_ray_encoder
+
+    return load_ray_encoder(
+        args.model,
+        address=args.ray,
+        actors=args.ray_actors or 1,
+        gpus_per_actor=args.ray_gpus_per_actor or 0.0,
+        device=args.device,
+        normalize=not args.raw,
+        runtime=args.runtime,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     out = out_dir(args.out)
     docs = load_corpus(args.src)
-    encoder = load_encoder(args.model, device=args.device, normalize=not args.raw, runtime=args.runtime)
+    encoder = _encoder(args)
     t0 = time.perf_counter()
     index = build_index(
         docs,

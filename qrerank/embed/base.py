@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -36,3 +36,16 @@ class CacheIdentity(Protocol):
     """
 
     def cache_identity(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class ShardedEncoder(Encoder, Protocol):
+    """An encoder that yields results shard by shard as they finish (e.g. across Ray actors).
+
+    ``encode_shards(texts)`` yields ``(shard texts, [len, dim] vectors)`` covering every text once,
+    in any order; :class:`~qrerank.embed.cache.CachedEncoder` commits each shard on arrival.
+    """
+
+    def encode_shards(
+        self, texts: Sequence[str], *, batch_size: int = 32
+    ) -> Iterator[tuple[list[str], np.ndarray]]: ...

@@ -18,13 +18,13 @@ import os
 import re
 import sqlite3
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from qrerank.embed.base import CacheIdentity, Encoder
+from qrerank.embed.base import CacheIdentity, Encoder, ShardedEncoder
 
 log = logging.getLogger(__name__)
 
@@ -222,15 +222,25 @@ class CachedEncoder:
             # to the cache chunk by chunk so an interrupted long job keeps what it encoded.
             unique = list(dict.fromkeys(texts[i] for i in missing))
             lookup: dict[str, np.ndarray] = {}
+            # A sharded encoder (Ray) runs its shards concurrently and hands each over when done.
+            shards = (
+                self.encoder.encode_shards(unique, batch_size=batch_size)
+                if isinstance(self.encoder, ShardedEncoder)
+                else self._chunks(unique, batch_size)
+            )
             with tqdm(
                 total=len(unique), desc=f"encode {self.name}", unit="text", disable=not show_progress
             ) as bar:
-                for start in range(0, len(unique), self.chunk_size):
-                    chunk = unique[start : start + self.chunk_size]
-                    vecs = self.encoder.encode(chunk, batch_size=batch_size, show_progress=False)
+                for chunk, vecs in shards:
                     self.cache.put_many(chunk, vecs)
                     lookup.update(zip(chunk, vecs, strict=True))
                     bar.update(len(chunk))
             for i in missing:
                 out[i] = lookup[texts[i]]
         return out
+
+    def _chunks(self, texts: list[str], batch_size: int) -> Iterator[tuple[list[str], np.ndarray]]:
+        """``texts`` encoded ``chunk_size`` at a time, in order."""
+        for start in range(0, len(texts), self.chunk_size):
+            chunk = texts[start : start + self.chunk_size]
+            yield chunk, self.encoder.encode(chunk, batch_size=batch_size, show_progress=False)
