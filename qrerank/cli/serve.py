@@ -13,6 +13,7 @@ from typing import Any
 
 from qrerank._optional import require
 from qrerank.cli._common import add_runtime_arg, positive_int
+from qrerank.errors import InputError
 
 # Float flags are read as text and parsed by the service's Settings, the one place that
 # checks them (finite and in range): a bad value is then one line naming the setting.
@@ -44,6 +45,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (not on /health)")
     p.add_argument("--workers", type=positive_int, default=None, help="processes, each with its own model")
     add_runtime_arg(p, default="the index's, else torch; QRERANK_RUNTIME")
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="ADDRESS",
+        help="serve replicas on Ray Serve (no value or auto: the running cluster, else a local one); "
+        "needs qrerank[ray]",
+    )
+    p.add_argument("--replicas", type=positive_int, default=None, help="Ray Serve replicas (default 1)")
     p.set_defaults(func=run)
 
 
@@ -67,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
         runtime=args.runtime,
         **floats,
     )
+    if args.ray is None and args.replicas is not None:
+        raise InputError("--replicas needs --ray (for one machine without Ray, use --workers)")
+    if args.ray is not None and settings.workers > 1:
+        raise InputError("--workers is for uvicorn; with --ray use --replicas")
     require("uvicorn", "service")
     from qrerank.service.engine import load_index, reranker_for
     from qrerank.service.server import serve
@@ -75,6 +90,14 @@ def run(args: argparse.Namespace) -> int:
     # Load (and so verify) the index and, for one process, the model now: a corrupt index or
     # an unknown model is an IndexFormatError / ModelNotFoundError here, one line and exit 2.
     index = load_index(settings.index) if settings.index else None
+    if args.ray is not None:  # each replica loads its own copies; the checks above ran here
+        from qrerank._ray import check_address
+        from qrerank.service import ray as ray_serve
+
+        address = check_address(args.ray)
+        reranker_for(settings, index)  # an unknown model is one line here, not a replica crash loop
+        ray_serve.serve_forever(settings, replicas=args.replicas or 1, address=address)
+        return 0
     if settings.workers > 1:  # each worker loads its own copies
         return serve(settings)
     return serve(settings, reranker=reranker_for(settings, index), index=index)

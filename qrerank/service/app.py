@@ -28,7 +28,13 @@ from qrerank._optional import require
 from qrerank.errors import QrerankError
 from qrerank.rerank.reranker import Reranker
 from qrerank.service import schemas as s
-from qrerank.service.batcher import BatcherClosedError, EncodeError, QueueFullError
+from qrerank.service.batcher import (
+    BatcherClosedError,
+    BatcherFactory,
+    EncodeError,
+    MicroBatcher,
+    QueueFullError,
+)
 from qrerank.service.config import Settings
 from qrerank.service.engine import Engine, Hit, LimitError, NoIndexError, finite
 from qrerank.service.metrics import ServiceMetrics
@@ -309,13 +315,18 @@ def _install_docs(app: FastAPI) -> None:
 
 
 def create_app(
-    settings: Settings | None = None, reranker: Reranker | None = None, index: Any = None
+    settings: Settings | None = None,
+    reranker: Reranker | None = None,
+    index: Any = None,
+    *,
+    batcher: BatcherFactory = MicroBatcher,
 ) -> FastAPI:
     """The service app. ``reranker`` skips model loading (tests pass a HashingEncoder one);
     ``index``, a loaded DocumentIndex, skips loading ``settings.index`` again (``qrerank serve``
-    loads it first, to refuse a corrupt index with one line before uvicorn starts)."""
+    loads it first, to refuse a corrupt index with one line before uvicorn starts); ``batcher``
+    builds the micro-batcher (Ray Serve replicas pass ``qrerank.service.ray.ServeBatcher``)."""
     settings = settings or Settings()
-    engine = Engine(settings, reranker, index)
+    engine = Engine(settings, reranker, index, batcher)
     metrics = ServiceMetrics(queue_depth=lambda: engine.queue_depth)
 
     @asynccontextmanager

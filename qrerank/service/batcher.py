@@ -24,9 +24,10 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -34,6 +35,27 @@ log = logging.getLogger(__name__)
 
 EncodeFn = Callable[[list[str]], np.ndarray]
 BatchHook = Callable[[int, int, float], None]
+
+
+class TextBatcher(Protocol):
+    """What the engine encodes through: :class:`MicroBatcher`, or Ray Serve's (``qrerank.service.ray``).
+
+    Built as ``factory(encode, max_batch=, max_wait_ms=, max_queue=, on_batch=)`` (see
+    :data:`BatcherFactory`); ``encode`` raises QueueFullError, BatcherClosedError or EncodeError
+    as MicroBatcher does.
+    """
+
+    @property
+    def depth(self) -> int: ...
+
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+BatcherFactory = Callable[..., TextBatcher]
 
 
 class QueueFullError(RuntimeError):
@@ -183,46 +205,68 @@ class MicroBatcher:
                 self._on_batch(len(batch), n_texts, time.perf_counter() - t0)
 
     async def _encode_batch(self, batch: list[_Job]) -> int:
-        """Encode ``batch`` and resolve its futures; on failure bisect down to the offenders.
+        """Encode ``batch`` and resolve its futures (see :func:`encode_groups`).
 
         Returns the number of distinct texts in ``batch`` (for the batch-size metric).
         """
-        unique = list(dict.fromkeys(t for job in batch for t in job.texts))
-        try:
-            out = await asyncio.get_running_loop().run_in_executor(self._executor, self._encode, unique)
-            vectors = np.asarray(out)
-            if vectors.ndim != 2 or len(vectors) != len(unique):
-                raise ValueError(f"the encoder returned shape {vectors.shape} for {len(unique)} texts")
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            live = [job for job in batch if not job.future.done()]
-            if len(live) > 1:
-                log.warning(
-                    "encoding a batch of %d requests failed (%s: %s); retrying in halves to isolate it",
-                    len(live), type(exc).__name__, exc,
-                )  # fmt: skip
-                half = len(live) // 2
-                await self._encode_batch(live[:half])
-                await self._encode_batch(live[half:])
-            elif live:
-                log.error("encoding failed for one request of %d texts", len(live[0].texts), exc_info=exc)
-                live[0].future.set_exception(EncodeError(exc))
-            return len(unique)
-        row = {t: i for i, t in enumerate(unique)}
-        # A NaN/inf row (e.g. a half-precision overflow) would rank garbage without any error:
-        # it fails the requests holding that text, like an exception would.
-        finite = np.isfinite(vectors).all(axis=1)
-        for job in batch:
-            if job.future.done():
+        loop = asyncio.get_running_loop()
+
+        async def run(texts: list[str]) -> np.ndarray:
+            return np.asarray(await loop.run_in_executor(self._executor, self._encode, texts))
+
+        live = [job for job in batch if not job.future.done()]
+        results = await encode_groups(run, [job.texts for job in live])
+        for job, result in zip(live, results, strict=True):
+            if job.future.done():  # cancelled while its batch was encoding
                 continue
-            rows = [row[t] for t in job.texts]
-            bad = [i for i, r in enumerate(rows) if not finite[r]]
-            if bad:
-                log.error("the encoder returned non-finite values for text %d of a request", bad[0])
-                job.future.set_exception(
-                    EncodeError(FloatingPointError(f"non-finite embedding for text {bad[0]} of the request"))
-                )
+            if isinstance(result, EncodeError):
+                job.future.set_exception(result)
             else:
-                job.future.set_result(vectors[rows])
-        return len(unique)
+                job.future.set_result(result)
+        return len({t for job in batch for t in job.texts})
+
+
+async def encode_groups(
+    run: Callable[[list[str]], Awaitable[np.ndarray]], groups: Sequence[list[str]]
+) -> list[np.ndarray | EncodeError]:
+    """Each group's ``[len, d]`` rows from one ``run`` call over the groups' distinct texts.
+
+    When ``run`` raises, the groups are split in halves and each half encoded again, down to
+    single groups: only a group whose own texts make the encoder raise gets an
+    :class:`EncodeError` (the exception its ``__cause__``); so does a group one of whose rows
+    holds NaN or infinity. The other groups get their rows.
+    """
+    unique = list(dict.fromkeys(t for texts in groups for t in texts))
+    try:
+        vectors = await run(unique)
+        if vectors.ndim != 2 or len(vectors) != len(unique):
+            raise ValueError(f"the encoder returned shape {vectors.shape} for {len(unique)} texts")
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        if len(groups) > 1:
+            log.warning(
+                "encoding a batch of %d requests failed (%s: %s); retrying in halves to isolate it",
+                len(groups), type(exc).__name__, exc,
+            )  # fmt: skip
+            half = len(groups) // 2
+            return [*await encode_groups(run, groups[:half]), *await encode_groups(run, groups[half:])]
+        if groups:
+            log.error("encoding failed for one request of %d texts", len(groups[0]), exc_info=exc)
+        return [EncodeError(exc) for _ in groups]
+    row = {t: i for i, t in enumerate(unique)}
+    # A NaN/inf row (e.g. a half-precision overflow) would rank garbage without any error:
+    # it fails the requests holding that text, like an exception would.
+    finite = np.isfinite(vectors).all(axis=1)
+    out: list[np.ndarray | EncodeError] = []
+    for texts in groups:
+        rows = [row[t] for t in texts]
+        bad = [i for i, r in enumerate(rows) if not finite[r]]
+        if bad:
+            log.error("the encoder returned non-finite values for text %d of a request", bad[0])
+            out.append(
+                EncodeError(FloatingPointError(f"non-finite embedding for text {bad[0]} of the request"))
+            )
+        else:
+            out.append(vectors[rows])
+    return out

@@ -26,7 +26,7 @@ from qrerank.errors import InputError
 from qrerank.rerank.pipeline import Fusion, SearchMethod, parse_fusion, parse_search_method
 from qrerank.rerank.reranker import Reranker, ranked
 from qrerank.rerank.scoring import Method, parse_method
-from qrerank.service.batcher import BatchHook, MicroBatcher
+from qrerank.service.batcher import BatcherFactory, BatchHook, MicroBatcher, TextBatcher
 from qrerank.service.config import LongDocs, Settings
 from qrerank.types import Document, RankedDoc
 
@@ -119,9 +119,7 @@ class _BatchedEncoder:
     joins the batches of concurrent requests.
     """
 
-    def __init__(
-        self, inner: Encoder, batcher: MicroBatcher, loop: asyncio.AbstractEventLoop, timeout: float
-    ):
+    def __init__(self, inner: Encoder, batcher: TextBatcher, loop: asyncio.AbstractEventLoop, timeout: float):
         self.name, self.dim, self.normalized = inner.name, inner.dim, inner.normalized
         self._batcher, self._loop, self._timeout = batcher, loop, timeout
 
@@ -139,11 +137,18 @@ class _BatchedEncoder:
 class Engine:
     """Reranker + micro-batcher + (optional) SearchPipeline, with the service's limits."""
 
-    def __init__(self, settings: Settings, reranker: Reranker | None = None, index: Any = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        reranker: Reranker | None = None,
+        index: Any = None,
+        batcher: BatcherFactory = MicroBatcher,
+    ) -> None:
         self.settings = settings
         self._reranker = reranker
         self._index = index  # a DocumentIndex loaded (and so validated) by the caller, if any
-        self._batcher: MicroBatcher | None = None
+        self._new_batcher = batcher  # MicroBatcher; Ray Serve replicas batch with serve.batch
+        self._batcher: TextBatcher | None = None
         self.pipeline: Any = None  # SearchPipeline when an index is loaded
         self.index_info: dict[str, Any] | None = None
 
@@ -158,7 +163,7 @@ class Engine:
         if self._reranker is None:
             self._reranker = await asyncio.to_thread(reranker_for, self.settings, index)
         rr = self._reranker
-        self._batcher = MicroBatcher(
+        self._batcher = self._new_batcher(
             self._encode_sync,
             max_batch=self.settings.max_batch,
             max_wait_ms=self.settings.max_wait_ms,
