@@ -16,10 +16,13 @@ model has another identity than the driver's (other weights on that node) fails 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator, Sequence
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -27,11 +30,35 @@ import numpy as np
 from qrerank import _ray
 from qrerank._optional import require
 from qrerank.embed.base import Encoder
-from qrerank.errors import ModelNotFoundError
+from qrerank.errors import ModelNotFoundError, QrerankError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SHARD_SIZE = 512  # texts per shard: the unit of work, of retry and of commit
+
+
+class ShardsFailedError(QrerankError):
+    """Some shards failed on the workers; the others were delivered (and, when cached, kept)."""
+
+
+@contextlib.contextmanager
+def _data_context(data: ModuleType, **settings: Any) -> Iterator[None]:
+    """Ray Data's process-wide context with ``settings`` for the block, restored after it."""
+    ctx = data.DataContext.get_current()
+    saved = {name: getattr(ctx, name) for name in settings}
+    for name, value in settings.items():
+        setattr(ctx, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(ctx, name, value)
+
+
+def _last_line(exc: BaseException) -> str:
+    """The last non-empty line of a Ray error (the worker's own exception), without colour codes."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return re.sub(r"\x1b\[[0-9;]*m", "", lines[-1]) if lines else type(exc).__name__
 
 
 class _EncodeShard:
@@ -129,25 +156,39 @@ class RayEncoder:
         """``(shard texts, [len, dim] vectors)`` per shard, in the order shards finish."""
         if not texts:
             return
-        _ray.connect(self.address)
+        ray = _ray.connect(self.address)
         data = require("ray.data", _ray.EXTRA)
-        ctx = data.DataContext.get_current()
-        ctx.enable_progress_bars = False  # the caller's progress bar counts committed shards
-        ctx.print_on_execution_start = False
         n_shards = -(-len(texts) // self.shard_size)
         items = [{"row": i, "text": t} for i, t in enumerate(texts)]
-        encoded = data.from_items(items, override_num_blocks=n_shards).map_batches(
-            _EncodeShard,
-            fn_constructor_kwargs={"load": self._load, "identity": self._key, "batch_size": batch_size},
-            batch_size=self.shard_size,
-            batch_format="numpy",
-            compute=data.ActorPoolStrategy(size=min(self.actors, n_shards)),
-            num_cpus=self.cpus_per_actor,
-            num_gpus=self.gpus_per_actor or None,
-        )
-        for batch in encoded.iter_batches(batch_size=None, batch_format="numpy"):
-            rows = batch["row"].tolist()
-            yield [texts[i] for i in rows], np.asarray(batch["embedding"], dtype=np.float32)
+        done = 0
+        # A failed shard must not discard the others: Ray Data skips it (max_errored_blocks) and
+        # the others still reach the caller, who commits them; the error comes once, at the end.
+        with _data_context(data, max_errored_blocks=-1, enable_progress_bars=False):
+            encoded = data.from_items(items, override_num_blocks=n_shards).map_batches(
+                _EncodeShard,
+                fn_constructor_kwargs={"load": self._load, "identity": self._key, "batch_size": batch_size},
+                batch_size=self.shard_size,
+                batch_format="numpy",
+                compute=data.ActorPoolStrategy(size=min(self.actors, n_shards)),
+                num_cpus=self.cpus_per_actor,
+                num_gpus=self.gpus_per_actor or None,
+            )
+            try:
+                for batch in encoded.iter_batches(batch_size=None, batch_format="numpy"):
+                    rows = batch["row"].tolist()
+                    done += len(rows)
+                    yield [texts[i] for i in rows], np.asarray(batch["embedding"], dtype=np.float32)
+            except ray.exceptions.ActorDiedError as exc:  # the model did not load on a worker
+                raise ShardsFailedError(
+                    f"a Ray worker could not start the encoder: {_last_line(exc)}; {done} of "
+                    f"{len(texts)} texts were encoded (and, when cached, kept)"
+                ) from exc
+        if done < len(texts):
+            raise ShardsFailedError(
+                f"{len(texts) - done} of {len(texts)} texts were not encoded: shards failed on the Ray "
+                "workers (their error is in the log above); the finished shards are kept in the "
+                "embedding cache, so running the command again encodes only the missing ones"
+            )
 
     def encode(
         self, texts: Sequence[str], *, batch_size: int = 32, show_progress: bool = False

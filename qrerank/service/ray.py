@@ -127,7 +127,8 @@ def deployment(settings: Settings, *, replicas: int = 1, cpus_per_replica: float
         ray_actor_options={"num_cpus": cpus_per_replica},
         # Serve's default of 5 in flight per replica would leave nothing to batch; the app's own
         # queue limit (max_queue, then 429) is the one that applies, as in `qrerank serve`.
-        max_ongoing_requests=settings.max_queue + 1,
+        # (At least max_batch: serve.batch warns when that is above it, counting requests.)
+        max_ongoing_requests=max(settings.max_queue, settings.max_batch) + 1,
     )
     @serve.ingress(build_app)
     class Qrerank:
