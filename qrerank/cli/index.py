@@ -28,6 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="skip the BM25 index (then search --method lexical|fused is unavailable)",
     )
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "float16"),
+        default="float32",
+        help="storage dtype of the embeddings (float16: half the size; see BENCHMARKS.md, Storage)",
+    )
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
     add_runtime_arg(p)
@@ -75,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         show_progress=True,
         lexical=not args.no_lexical,
+        dtype=args.dtype,
     )
     lexical = "" if index.lexical is None else ", BM25"
     write(

@@ -1,40 +1,50 @@
-"""The on-disk document index: vectors + embeddings + Bloch angles + texts + manifest.
+"""The on-disk document index: embeddings + texts + manifest (+ an ANN file for hnsw/ivf).
 
 An index path ``OUT`` holds immutable version folders and a pointer (``qrerank.index.versions``)::
 
-    OUT/CURRENT                    the live version's name
-    OUT/v-<time>-<hex>/manifest.json   format, model, dim, count, index kind, tau, size + sha256 per file
-    OUT/v-<time>-<hex>/vectors.faiss | vectors.safetensors   the ANN (or exact) index over unit vectors
-    OUT/v-<time>-<hex>/embeddings.safetensors   "embeddings" [n, d] as encoded, "angles" [n, d]
-    OUT/v-<time>-<hex>/docs.sqlite   doc_id, title, text, metadata per row
+    OUT/CURRENT                          the live version's name
+    OUT/v-<time>-<hex>/manifest.json     format, model, dim, count, kind, tau, dtype, size + sha256 per file
+    OUT/v-<time>-<hex>/embeddings.safetensors   "embeddings" [n, d] as encoded, float32 (or float16)
+    OUT/v-<time>-<hex>/vectors.faiss     hnsw and ivf only: the FAISS index over the unit vectors
+    OUT/v-<time>-<hex>/docs.sqlite       doc_id, title, text, metadata per row
     OUT/v-<time>-<hex>/lexical.safetensors   BM25 terms of every document (unless --no-lexical;
                                              see qrerank.index.lexical)
+    OUT/.staging/                        a build's finished chunks while it runs (qrerank.index.staging)
 
-A rebuild writes a new version under a writer lock and swaps the pointer in one rename, so a
+Each vector is stored once (format 2; ``qrerank.index.manifest`` describes format 1, which still
+loads): Bloch angles are computed from the embeddings and the manifest's ``tau`` for the rows a
+query reranks, and ``flat``/``exact`` search the embedding matrix itself
+(``qrerank.index.matrix``). Float32 is 4 * d bytes per document (1.5 KB at d = 384); ``dtype
+float16`` halves it. Building, appending and deleting live in ``qrerank.index.build`` and
+``qrerank.index.update``.
+
+A write publishes a new version under a writer lock and swaps the pointer in one rename, so a
 reader sees the old index or the new one, never a gap or a mix, a crash or error leaves the old
 one current, and a second writer waits for the first (``lock_timeout``, then IndexBusyError).
 Indexes written before versioning (``manifest.json`` directly in ``OUT``) still load; the next
 build into them converts them in place.
 
 What a reader holding an old version sees: a loaded :class:`DocumentIndex` keeps serving the
-version it opened. Vectors, embeddings and angles are in memory and the SQLite connection keeps
-its file open, so searches keep working after writers retire that folder (on POSIX an open file
-survives its deletion; on Windows the folder stays until a later write can delete it). It never
-sees newer versions: load the path again to pick up the latest.
+version it opened. Its embeddings are memory-mapped and the SQLite connection keeps its file
+open, so searches keep working after writers retire that folder (on POSIX an open or mapped
+file survives its deletion; on Windows the folder stays until a later write can delete it). It
+never sees newer versions: load the path again to pick up the latest.
 
-Loading trusts nothing in the folder: the file set is fixed by the index kind, the manifest is
-validated field by field, every size is bounded by the manifest before it is allocated, files
-must be regular files inside the version folder, and all of this fails with IndexFormatError.
-Indexes must still come from trusted sources: FAISS files are not a safe format to parse.
+Loading trusts nothing in the folder: the file set is fixed by the format version and index
+kind, the manifest is validated field by field, every file's size must equal the manifest's
+and every tensor's shape is fixed by it before anything is mapped, files must be regular files
+inside the version folder, and all of this fails with IndexFormatError. That is all a default
+load reads (no byte of the vectors), so it takes milliseconds at any size. ``verify=True`` (and
+``qrerank verify DIR``) also re-hashes every file against the sha256 recorded at write, checks
+every value is finite and scans every document row. Indexes must still come from trusted
+sources: FAISS files are not a safe format to parse.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,30 +52,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.numpy import save_file
 
-from qrerank import __version__
 from qrerank._fs import sha256_file
-from qrerank.core.encoding import bloch_angles, default_tau
-from qrerank.embed.base import Encoder
-from qrerank.embed.runtime import RUNTIMES, encoder_runtime
-from qrerank.errors import IndexFormatError, InputError
+from qrerank.core.encoding import bloch_angles
+from qrerank.embed.runtime import RUNTIMES
+from qrerank.errors import IndexFormatError
 from qrerank.index.base import VectorIndex
-from qrerank.index.exact import ExactIndex
-from qrerank.index.formats import check_faiss_file, read_safetensors
-from qrerank.index.lexical import (
-    BM25Matrix,
-    BM25Scorer,
-    NoLexicalIndexError,
-    check_bm25_available,
-    read_bm25,
-    save_bm25,
-)
+from qrerank.index.build import build_index
+from qrerank.index.formats import FLOAT_CODES, TensorSpec, check_faiss_file, check_finite, map_tensors
+from qrerank.index.lexical import BM25Matrix, BM25Scorer, NoLexicalIndexError, read_bm25
 from qrerank.index.manifest import (
     DATA_FILE,
     DOCS_FILE,
-    FORMAT,
-    FORMAT_VERSION,
     INDEX_KINDS,
     LEXICAL_FILE,
     MANIFEST,
@@ -73,145 +71,43 @@ from qrerank.index.manifest import (
     read_manifest,
     regular_file_size,
     required_files,
+    stored_dtype,
     vector_file,
 )
-from qrerank.index.store import DocStore, write_store
-from qrerank.index.versions import POINTER, current_version, is_own_entry, publish, version_dir
+from qrerank.index.matrix import MatrixIndex, unit_rows
+from qrerank.index.store import DocStore
+from qrerank.index.versions import POINTER, current_version, version_dir
 from qrerank.types import Document
+
+__all__ = ["INDEX_KINDS", "DocumentIndex", "build_index", "unit_rows", "verify_index"]
 
 log = logging.getLogger(__name__)
 
-# Files of the pre-versioning flat layout, manifest first so a reader stops seeing an index
-# before its data goes.
-_LEGACY_FILES = (MANIFEST, "vectors.faiss", "vectors.safetensors", DATA_FILE, DOCS_FILE, LEXICAL_FILE)
 # A load retries when a writer swapped the pointer while it read (and may have retired the
 # version it was reading); a failure with the pointer unchanged is the index's own fault.
 _LOAD_ATTEMPTS = 5
 
 
-def _new_vector_index(kind: str, dim: int, params: dict[str, Any]) -> VectorIndex:
-    if kind == "exact":
-        return ExactIndex(dim)
-    if kind in ("flat", "ivf", "hnsw"):
-        from qrerank.index.faiss import FaissIndex
-
-        return FaissIndex(dim, kind, **params)
-    raise InputError(f"unknown index kind {kind!r}; choose one of {', '.join(INDEX_KINDS)}")
-
-
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (zero rows stay zero), float32."""
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.where(norms > 0, norms, 1.0)).astype(np.float32)
-
-
-def _check_target(out: Path) -> None:
-    """Refuse to write into a path that holds something other than a qrerank index."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise InputError(f"{out} exists and is not a folder; refusing to overwrite it")
-    if (out / POINTER).exists() or (out / MANIFEST).exists():
-        return
-    if any(not is_own_entry(p.name) for p in out.iterdir()):  # leftovers of a killed first build are ours
-        raise InputError(f"{out} exists and is not a qrerank index; refusing to overwrite it")
-
-
-def build_index(
-    docs: Sequence[Document],
-    encoder: Encoder,
-    out: str | os.PathLike[str],
-    *,
-    kind: str = "flat",
-    tau: float | None = None,
-    batch_size: int = 64,
-    show_progress: bool = False,
-    index_params: dict[str, Any] | None = None,
-    lock_timeout: float = 60.0,
-    lexical: bool = True,
-) -> DocumentIndex:
-    """Encode ``docs``, publish them as a new version of the index at ``out``, return it loaded.
-
-    ``lexical`` also stores a BM25 index of the documents (``qrerank.index.lexical``; needs
-    bm25s and PyStemmer), which the ``lexical`` and ``fused`` search methods read. Encoding and
-    BM25 indexing run before the writer lock is taken; ``lock_timeout`` bounds the wait for
-    another writer of ``out`` to finish (then IndexBusyError).
-    """
-    out = Path(out)
-    if not docs:
-        raise InputError("cannot index an empty corpus")
-    ids = [d.doc_id for d in docs]
-    if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
-        raise InputError(f"duplicate document id {dup!r}")
-    _check_target(out)
-    if lexical:  # before minutes of encoding
-        check_bm25_available("build without the lexical index (--no-lexical, lexical=False)")
-    params = dict(index_params or {})
-    vectors_index = _new_vector_index(kind, encoder.dim, params)
-    t0 = time.perf_counter()
-    emb = encoder.encode([d.content for d in docs], batch_size=batch_size, show_progress=show_progress)
-    encode_s = time.perf_counter() - t0
-    tau = tau if tau is not None else default_tau(encoder.dim)
-    angles = bloch_angles(torch.from_numpy(emb), tau).numpy()
-    vectors_index.add(unit_rows(emb))
-    if kind == "ivf":
-        params["nlist"] = getattr(vectors_index, "nlist", None)
-    bm25 = BM25Scorer(docs) if lexical else None
-
-    with publish(out, lock_timeout=lock_timeout, legacy_files=_LEGACY_FILES) as draft:
-        tmp = draft.tmp
-        vectors_index.save(tmp / vector_file(kind))
-        save_file({"embeddings": emb, "angles": angles}, str(tmp / DATA_FILE))
-        write_store(tmp / DOCS_FILE, docs)
-        lexical_entry = save_bm25(tmp / LEXICAL_FILE, bm25) if bm25 is not None else None
-        manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "qrerank_version": __version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "model": encoder.name,
-            "runtime": encoder_runtime(encoder),  # None: an encoder with one runtime (hashing)
-            "dim": encoder.dim,
-            "normalized": bool(encoder.normalized),
-            "count": len(docs),
-            "tau": tau,
-            "index": {"kind": kind, "params": params},
-            "encode_seconds": round(encode_s, 3),
-            "lexical": lexical_entry,
-            "files": {
-                name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
-                for name in required_files(kind, lexical_entry is not None)
-            },
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    assert draft.version is not None
-    log.info("indexed %d docs with %s in %.1fs -> %s", len(docs), encoder.name, encode_s, draft.version)
-    try:
-        return DocumentIndex.open_version(out, draft.version)
-    except IndexFormatError:
-        if draft.version.exists():
-            raise
-        return DocumentIndex.load(out)  # two later writers already retired ours: theirs is newer
-
-
 @dataclass
 class DocumentIndex:
-    """A loaded index version. ``embeddings`` and ``angles`` are ``[count, dim]`` float32.
+    """A loaded index version.
 
-    ``path`` is the index path as given, ``version_dir`` the folder its files were read from
-    (``path`` itself for an index of the old flat layout). ``lexical`` holds the BM25 terms,
-    None for an index built without them (see :meth:`bm25`).
+    ``embeddings`` is the stored ``[count, dim]`` matrix (float32 or float16, read-only and
+    memory-mapped): read rows through :meth:`embeddings_of` and :meth:`angles_of`, which
+    return float32. ``path`` is the index path as given, ``version_dir`` the folder its files
+    were read from (``path`` itself for an index of the old flat layout). ``lexical`` holds
+    the BM25 terms, None for an index built without them (see :meth:`bm25`).
+    ``stored_angles`` is format 1's angle matrix (None in format 2, where they are computed).
     """
 
     path: Path
     manifest: dict[str, Any]
     vectors: VectorIndex
     embeddings: np.ndarray
-    angles: np.ndarray
     store: DocStore
     version_dir: Path | None = None
     lexical: BM25Matrix | None = None
+    stored_angles: np.ndarray | None = None
     _bm25: BM25Scorer | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -236,8 +132,32 @@ class DocumentIndex:
     def tau(self) -> float:
         return float(self.manifest["tau"])
 
+    @property
+    def dtype(self) -> str:
+        """The storage dtype of the embeddings: float32 or float16."""
+        return stored_dtype(self.manifest)
+
     def __len__(self) -> int:
         return int(self.manifest["count"])
+
+    def embeddings_of(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Stored embeddings of index ``rows`` as float32 ``[len(rows), dim]`` (a copy)."""
+        return np.asarray(self.embeddings[np.asarray(rows, dtype=np.int64)], dtype=np.float32)
+
+    def angles_of(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Bloch angles ``[len(rows), dim]`` float32 of ``rows`` at the index's ``tau``.
+
+        Computed from the stored embeddings (``bloch_angles`` is elementwise, so this equals the
+        matrix format 1 stored); format 1's stored angles are read as they are.
+        """
+        if self.stored_angles is not None:
+            return np.asarray(self.stored_angles[np.asarray(rows, dtype=np.int64)], dtype=np.float32)
+        return bloch_angles(torch.from_numpy(self.embeddings_of(rows)), self.tau).numpy()
+
+    @property
+    def angles(self) -> np.ndarray:
+        """All angles ``[count, dim]`` float32: materialised on each call, prefer :meth:`angles_of`."""
+        return self.angles_of(np.arange(len(self)))
 
     def bm25(self) -> BM25Scorer:
         """The BM25 scorer over the stored terms (rows are index rows); NoLexicalIndexError if none."""
@@ -252,11 +172,12 @@ class DocumentIndex:
         return self._bm25
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, verify: bool = True) -> DocumentIndex:
+    def load(cls, path: str | os.PathLike[str], *, verify: bool = False) -> DocumentIndex:
         """Open the current version at ``path``; IndexFormatError if missing, corrupt or foreign.
 
-        The pointer is read once and every file comes from the version it names. ``verify``
-        also checks each file's sha256 and every document row (one full read of the index).
+        The pointer is read once and every file comes from the version it names. The default
+        checks sizes, headers and schema (module docstring); ``verify`` also checks each file's
+        sha256, that every value is finite and every document row (one full read of the index).
         """
         path = Path(path)
         for attempt in range(_LOAD_ATTEMPTS):
@@ -280,7 +201,7 @@ class DocumentIndex:
         raise AssertionError("unreachable")
 
     @classmethod
-    def open_version(cls, path: Path, root: Path, *, verify: bool = True) -> DocumentIndex:
+    def open_version(cls, path: Path, root: Path, *, verify: bool = False) -> DocumentIndex:
         """Load the index files in folder ``root`` (a version of ``path``); see :meth:`load`."""
         try:
             return cls._open(path, root, verify)
@@ -290,34 +211,43 @@ class DocumentIndex:
     @classmethod
     def _open(cls, path: Path, root: Path, verify: bool) -> DocumentIndex:
         manifest = read_manifest(root / MANIFEST)
+        version = manifest["format_version"]
         kind, dim, count = manifest["index"]["kind"], manifest["dim"], manifest["count"]
         files = manifest["files"]
         lexical = has_lexical(manifest)
-        for name in required_files(kind, lexical):  # kind and flag fix the file set, not the manifest
+        names = required_files(kind, lexical, version)  # version, kind and flag fix the file set
+        for name in names:
             size = regular_file_size(root / name)
             if size != files[name]["bytes"]:
                 raise IndexFormatError(
                     f"{root / name} is corrupt: {size} bytes, the manifest says {files[name]['bytes']}"
                 )
-
-        def sha(name: str) -> str | None:
-            return files[name]["sha256"] if verify else None
-
-        for name in (vector_file(kind), DOCS_FILE):  # the safetensors files are hashed as they are read
-            if verify and sha256_file(root / name) != files[name]["sha256"]:
-                raise IndexFormatError(f"{root / name} is corrupt: its sha256 does not match the manifest")
-        data = read_safetensors(
-            root / DATA_FILE, {"embeddings": (count, dim), "angles": (count, dim)}, sha256=sha(DATA_FILE)
-        )
-        vectors = _load_vectors(root / vector_file(kind), manifest, sha(vector_file(kind)))
-        bm25 = (
-            read_bm25(root / LEXICAL_FILE, manifest["lexical"], count, sha256=sha(LEXICAL_FILE))
-            if lexical
-            else None
-        )
+        if verify:
+            for name in names:
+                if sha256_file(root / name) != files[name]["sha256"]:
+                    raise IndexFormatError(
+                        f"{root / name} is corrupt: its sha256 does not match the manifest"
+                    )
+        code = FLOAT_CODES[stored_dtype(manifest)]
+        tensors: dict[str, TensorSpec] = {"embeddings": ((count, dim), code)}
+        if version == 1:
+            tensors["angles"] = ((count, dim), "F32")
+        data = map_tensors(root / DATA_FILE, tensors)
+        if verify:
+            for name, matrix in data.items():
+                check_finite(root / DATA_FILE, name, matrix)
+        vectors = _load_vectors(root, manifest, data["embeddings"], verify)
+        bm25 = read_bm25(root / LEXICAL_FILE, manifest["lexical"], count, sha256=None) if lexical else None
         store = DocStore(root / DOCS_FILE, count=count, verify=verify)
         return cls(
-            path, manifest, vectors, data["embeddings"], data["angles"], store, version_dir=root, lexical=bm25
+            path,
+            manifest,
+            vectors,
+            data["embeddings"],
+            store,
+            version_dir=root,
+            lexical=bm25,
+            stored_angles=data.get("angles"),
         )
 
     def search(self, unit_queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -332,21 +262,35 @@ class DocumentIndex:
             self.store.close()
 
 
-def _load_vectors(path: Path, manifest: dict[str, Any], sha256: str | None) -> VectorIndex:
-    """The vector index of a validated manifest, its file checked before FAISS parses it."""
+def verify_index(path: str | os.PathLike[str]) -> DocumentIndex:
+    """Load ``path`` with every check (sha256 of each file, finite values, every row) and return it.
+
+    IndexFormatError names the first bad file; ``qrerank verify DIR`` is this function.
+    """
+    return DocumentIndex.load(path, verify=True)
+
+
+def _load_vectors(root: Path, manifest: dict[str, Any], embeddings: np.ndarray, verify: bool) -> VectorIndex:
+    """The search structure of a validated manifest; a FAISS file is walked before FAISS parses it."""
+    version = manifest["format_version"]
     kind, dim, count = manifest["index"]["kind"], manifest["dim"], manifest["count"]
-    if kind == "exact":
-        index = ExactIndex(dim)
-        index.add(read_safetensors(path, {"vectors": (count, dim)}, sha256=sha256)["vectors"])
-        return index
+    name = vector_file(kind, version)
+    if name is None:  # format 2 flat/exact: search the embeddings in place
+        return MatrixIndex(embeddings, kind)
+    path = root / name
+    if kind == "exact":  # format 1 kept a float32 copy of the unit vectors
+        vectors = map_tensors(path, {"vectors": ((count, dim), "F32")})["vectors"]
+        if verify:
+            check_finite(path, "vectors", vectors)
+        return MatrixIndex(vectors, kind)
     from qrerank.index.faiss import FaissIndex
 
     params = {k: v for k, v in manifest["index"].get("params", {}).items() if v is not None}
     check_faiss_file(path, kind, dim, count, nlist=params.get("nlist") if kind == "ivf" else None)
     try:
-        vectors = FaissIndex.load(path, dim, kind, **params)
+        index = FaissIndex.load(path, dim, kind, **params)
     except (RuntimeError, ValueError) as exc:  # FAISS raises RuntimeError for what it refuses
         raise IndexFormatError(f"cannot read {path}: {exc}") from exc
-    if vectors.ntotal != count:
-        raise IndexFormatError(f"{path} holds {vectors.ntotal} vectors, the manifest says {count}")
-    return vectors
+    if index.ntotal != count:
+        raise IndexFormatError(f"{path} holds {index.ntotal} vectors, the manifest says {count}")
+    return index

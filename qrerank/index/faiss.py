@@ -61,17 +61,31 @@ class FaissIndex:
     def ntotal(self) -> int:
         return 0 if self._index is None else int(self._index.ntotal)
 
+    @property
+    def is_trained(self) -> bool:
+        """False only for an IVF index before :meth:`train` (or its first :meth:`add`)."""
+        return self._index is not None
+
+    def train(self, sample: np.ndarray, nlist: int | None = None) -> None:
+        """Train a new IVF index's ``nlist`` lists on ``sample`` ``[m, dim]`` unit vectors."""
+        x = check_vectors(sample, self.dim)
+        faiss = _faiss()
+        self.nlist = nlist or self.nlist or max(1, min(int(4 * np.sqrt(len(x))), len(x) // 39))
+        quantizer = faiss.IndexFlatIP(self.dim)
+        self._index = faiss.IndexIVFFlat(quantizer, self.dim, self.nlist, faiss.METRIC_INNER_PRODUCT)
+        self._index.train(x)
+        self._apply_search_params()
+
     def add(self, vectors: np.ndarray) -> None:
         x = check_vectors(vectors, self.dim)
-        if self._index is None:
-            faiss = _faiss()
-            nlist = self.nlist or max(1, min(int(4 * np.sqrt(len(x))), len(x) // 39))
-            self.nlist = nlist
-            quantizer = faiss.IndexFlatIP(self.dim)
-            self._index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
-            self._index.train(x)
-            self._apply_search_params()
+        if self._index is None:  # IVF: trained on the first batch when not trained before
+            self.train(x)
         self._index.add(x)
+
+    def reset(self) -> None:
+        """Remove every vector; a trained IVF keeps its lists (so rows can be re-added)."""
+        if self._index is not None:
+            self._index.reset()
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         q = check_vectors(queries, self.dim)

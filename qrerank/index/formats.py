@@ -5,6 +5,10 @@ Every length a file declares is checked against the file's real size and the man
 IndexFormatError instead of asking for gigabytes. This narrows, but does not close, the risk
 of loading foreign files: FAISS's reader is not a hardened parser, so indexes must come from
 trusted sources anyway.
+
+:func:`map_tensors` memory-maps the tensors after the same checks (the arrays are read-only
+views of the file, paged in on use); :func:`write_matrix` writes one ``[n, d]`` tensor from
+blocks, so neither a build nor a load holds a second copy of the embeddings.
 """
 
 from __future__ import annotations
@@ -13,6 +17,9 @@ import hashlib
 import itertools
 import json
 import math
+import mmap
+import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -26,7 +33,10 @@ _F32 = 4
 
 
 # safetensors dtype code -> little-endian numpy dtype, for the tensors an index stores.
-_DTYPES = {"F32": "<f4", "I32": "<i4", "I64": "<i8", "U8": "u1"}
+_DTYPES = {"F32": "<f4", "F16": "<f2", "I32": "<i4", "I64": "<i8", "U8": "u1"}
+# numpy dtype name -> safetensors code, for the float matrices an index stores.
+FLOAT_CODES = {"float32": "F32", "float16": "F16"}
+_WHAT = {"F32": "float32", "F16": "float16"}
 TensorSpec = tuple[tuple[int, ...], str]  # shape, safetensors dtype code
 
 
@@ -53,26 +63,8 @@ def read_tensors(
     Every shape is fixed by the caller (from the manifest), so the file's size must equal
     8 + header + sum of the tensors' bytes before anything is allocated; values are not checked.
     """
-    data_bytes = sum(
-        math.prod(shape) * np.dtype(_DTYPES[dtype]).itemsize for shape, dtype in tensors.values()
-    )
-    size = path.stat().st_size
     with open(path, "rb", opener=nofollow_opener) as f:
-        head = f.read(8)
-        n = int.from_bytes(head, "little") if len(head) == 8 else -1
-        if not 0 < n <= SAFETENSORS_HEADER_MAX or size != 8 + n + data_bytes:
-            want = {name: shape for name, (shape, _) in tensors.items()}
-            kinds = "/".join(sorted({dtype for _, dtype in tensors.values()}))
-            what = "float32" if kinds == "F32" else kinds
-            raise IndexFormatError(
-                f"{path} is {size} bytes, but {what} tensors {want} need {data_bytes} bytes plus a "
-                f"header of at most {SAFETENSORS_HEADER_MAX} (it declares {n}): truncated or foreign"
-            )
-        raw_header = f.read(n)
-        try:
-            header = json.loads(raw_header)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-            raise IndexFormatError(f"{path} has a malformed safetensors header: {exc}") from exc
+        head, raw_header, header, data_bytes = _read_header(path, f, tensors)
         buf = bytearray(data_bytes)
         if f.readinto(memoryview(buf)) != data_bytes:
             raise IndexFormatError(f"{path} is truncated")
@@ -90,6 +82,86 @@ def read_tensors(
     return out
 
 
+def map_tensors(path: Path, tensors: dict[str, TensorSpec]) -> dict[str, np.ndarray]:
+    """Memory-map exactly ``tensors`` (checked as in :func:`read_tensors`); read-only views.
+
+    The map is made from the descriptor that was checked (no second open by name), and its
+    length is the size checked against the manifest. Values are not read: see :func:`check_finite`.
+    """
+    with open(path, "rb", opener=nofollow_opener) as f:
+        head, raw_header, header, data_bytes = _read_header(path, f, tensors)
+        spans = _check_header(path, header, tensors, data_bytes)
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)  # stays valid after close
+    start = len(head) + len(raw_header)
+    return {
+        name: np.frombuffer(
+            mm, dtype=_DTYPES[dtype], count=math.prod(shape), offset=start + spans[name]
+        ).reshape(shape)
+        for name, (shape, dtype) in tensors.items()
+    }
+
+
+def _read_header(path: Path, f: BinaryIO, tensors: dict[str, TensorSpec]) -> tuple[bytes, bytes, Any, int]:
+    """(length bytes, raw header, parsed header, data bytes) after the size check."""
+    data_bytes = sum(
+        math.prod(shape) * np.dtype(_DTYPES[dtype]).itemsize for shape, dtype in tensors.values()
+    )
+    size = os.fstat(f.fileno()).st_size
+    head = f.read(8)
+    n = int.from_bytes(head, "little") if len(head) == 8 else -1
+    if not 0 < n <= SAFETENSORS_HEADER_MAX or size != 8 + n + data_bytes:
+        want = {name: shape for name, (shape, _) in tensors.items()}
+        kinds = "/".join(sorted({dtype for _, dtype in tensors.values()}))
+        what = _WHAT.get(kinds, kinds)
+        raise IndexFormatError(
+            f"{path} is {size} bytes, but {what} tensors {want} need {data_bytes} bytes plus a "
+            f"header of at most {SAFETENSORS_HEADER_MAX} (it declares {n}): truncated or foreign"
+        )
+    raw_header = f.read(n)
+    try:
+        header = json.loads(raw_header)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise IndexFormatError(f"{path} has a malformed safetensors header: {exc}") from exc
+    return head, raw_header, header, data_bytes
+
+
+def check_finite(path: Path, name: str, matrix: np.ndarray, *, block: int = 1 << 15) -> None:
+    """IndexFormatError unless every value of ``matrix`` ``[n, d]`` is finite (read block by block)."""
+    for start in range(0, len(matrix), block):
+        if not np.isfinite(matrix[start : start + block]).all():
+            raise IndexFormatError(f"{path}: tensor {name!r} has NaN or infinite values")
+
+
+def write_matrix(
+    path: Path, name: str, shape: tuple[int, int], dtype: str, blocks: Iterable[np.ndarray]
+) -> None:
+    """Write one ``shape`` tensor of ``dtype`` (float32 | float16) as safetensors, from row blocks.
+
+    The blocks are converted one at a time, so the matrix is never whole in memory; their rows
+    must add up to ``shape[0]`` exactly (else ValueError, and the file is incomplete: callers
+    write into a draft folder that is discarded on error).
+    """
+    code = FLOAT_CODES[dtype]
+    np_dtype = np.dtype(_DTYPES[code])
+    nbytes = shape[0] * shape[1] * np_dtype.itemsize
+    spec = {name: {"dtype": code, "shape": list(shape), "data_offsets": [0, nbytes]}}
+    header = json.dumps(spec, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # safetensors pads to 8 bytes: the data stays aligned
+    rows = 0
+    with open(path, "wb") as f:
+        f.write(len(header).to_bytes(8, "little"))
+        f.write(header)
+        for b in blocks:
+            if b.ndim != 2 or b.shape[1] != shape[1]:
+                raise ValueError(f"block of shape {b.shape}, expected [m, {shape[1]}]")
+            rows += len(b)
+            if rows > shape[0]:
+                raise ValueError(f"more than {shape[0]} rows")
+            f.write(np.ascontiguousarray(b, dtype=np_dtype).tobytes())
+    if rows != shape[0]:
+        raise ValueError(f"{rows} rows written, expected {shape[0]}")
+
+
 def _check_header(path: Path, header: Any, tensors: dict[str, TensorSpec], data_bytes: int) -> dict[str, int]:
     """Start offset of each tensor, after checking names, dtypes, shapes and non-overlapping spans."""
     if not isinstance(header, dict):
@@ -103,7 +175,7 @@ def _check_header(path: Path, header: Any, tensors: dict[str, TensorSpec], data_
         t = header[name]
         if not isinstance(t, dict) or t.get("dtype") != dtype:
             found = t.get("dtype") if isinstance(t, dict) else t
-            want = f"{dtype} (float32)" if dtype == "F32" else dtype
+            want = f"{dtype} ({_WHAT[dtype]})" if dtype in _WHAT else dtype
             raise IndexFormatError(f"{path}: tensor {name!r} has dtype {found!r}, expected {want}")
         if t.get("shape") != list(shape):
             raise IndexFormatError(

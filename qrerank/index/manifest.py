@@ -5,6 +5,12 @@ manifest: the manifest only supplies each one's size and sha256, and an entry fo
 name is an error. ``lexical`` is absent or null for an index without a BM25 index (built with
 ``--no-lexical``, or before qrerank stored one); an object describing it otherwise, and then
 ``lexical.safetensors`` is required like every other file.
+
+Format versions: 1 stored ``vectors.faiss``/``vectors.safetensors`` for every kind and
+``embeddings.safetensors`` with "embeddings" and "angles" (float32). 2 stores each vector once:
+``embeddings.safetensors`` holds only "embeddings" in the manifest's ``dtype`` (float32 or
+float16), angles are computed from them, and only the approximate kinds (hnsw, ivf) keep a
+``vectors.faiss``. Both are read; writers write version 2.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ from typing import Any
 from qrerank.errors import IndexFormatError
 
 FORMAT = "qrerank-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)
+DTYPES = ("float32", "float16")  # storage dtypes of "embeddings" (format 2); format 1 is float32
 INDEX_KINDS = ("flat", "ivf", "hnsw", "exact")
 MANIFEST = "manifest.json"
 DATA_FILE = "embeddings.safetensors"
@@ -41,13 +49,22 @@ _LEXICAL_KEYS = {*LEXICAL_FIXED, "k1", "b", "vocab", "nnz", "vocab_bytes", "libr
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-def vector_file(kind: str) -> str:
+def vector_file(kind: str, version: int = FORMAT_VERSION) -> str | None:
+    """The ANN file of ``kind``; None where format ``version`` searches the embeddings themselves."""
+    if version >= 2:
+        return None if kind in ("flat", "exact") else "vectors.faiss"
     return "vectors.safetensors" if kind == "exact" else "vectors.faiss"
 
 
-def required_files(kind: str, lexical: bool = False) -> tuple[str, ...]:
+def required_files(kind: str, lexical: bool = False, version: int = FORMAT_VERSION) -> tuple[str, ...]:
     """The files an index of ``kind`` (with a BM25 index if ``lexical``) consists of, beside manifest.json."""
-    return (vector_file(kind), DATA_FILE, DOCS_FILE, *((LEXICAL_FILE,) if lexical else ()))
+    vectors = vector_file(kind, version)
+    return (*((vectors,) if vectors else ()), DATA_FILE, DOCS_FILE, *((LEXICAL_FILE,) if lexical else ()))
+
+
+def stored_dtype(manifest: dict[str, Any]) -> str:
+    """The dtype "embeddings" are stored in (a validated manifest; format 1 is float32)."""
+    return str(manifest.get("dtype", "float32"))
 
 
 def has_lexical(manifest: dict[str, Any]) -> bool:
@@ -105,11 +122,11 @@ def validate_manifest(m: Any, where: Path) -> dict[str, Any]:
     """Check the schema and values of a parsed manifest; returns it unchanged."""
     if not isinstance(m, dict) or m.get("format") != FORMAT:
         raise IndexFormatError(f"{where} is not a qrerank index manifest")
-    version = m.get("format_version")
-    if not _is_int(version) or version != FORMAT_VERSION:
+    version: Any = m.get("format_version")
+    if not _is_int(version) or version not in READ_VERSIONS:
         raise IndexFormatError(
-            f"{where.parent} has index format version {_short(version)}, this qrerank reads version "
-            f"{FORMAT_VERSION}; rebuild it with `qrerank index`"
+            f"{where.parent} has index format version {_short(version)}, this qrerank reads versions "
+            f"{', '.join(map(str, READ_VERSIONS))}; rebuild it with `qrerank index`"
         )
 
     def bad(field: str, want: str) -> IndexFormatError:
@@ -138,9 +155,13 @@ def validate_manifest(m: Any, where: Path) -> dict[str, Any]:
             f"got {_short(index)}"
         )
     _check_params(index.get("params", {}), index["kind"], where)
+    if version >= 2 and m.get("dtype") not in DTYPES:
+        raise bad("dtype", f"one of {', '.join(DTYPES)}")
+    if version == 1 and "dtype" in m:
+        raise bad("dtype", "absent in format version 1 (float32)")
     if m.get("lexical") is not None:
         _check_lexical(m["lexical"], where)
-    _check_files(m.get("files"), index["kind"], where, lexical=has_lexical(m))
+    _check_files(m.get("files"), index["kind"], where, lexical=has_lexical(m), version=version)
     return m
 
 
@@ -189,8 +210,8 @@ def _check_params(params: Any, kind: str, where: Path) -> None:
             )
 
 
-def _check_files(files: Any, kind: str, where: Path, *, lexical: bool) -> None:
-    required = required_files(kind, lexical)
+def _check_files(files: Any, kind: str, where: Path, *, lexical: bool, version: int) -> None:
+    required = required_files(kind, lexical, version)
     if not isinstance(files, dict):
         raise IndexFormatError(f"{where}: field 'files' must be an object, got {_short(files)}")
     for name in files:

@@ -6,6 +6,7 @@ Layout of an index path ``OUT``::
     OUT/v-<UTC time>-<hex>/   one complete, never modified index (manifest.json and its files)
     OUT/.lock                 writers hold an flock on it while they publish
     OUT/.tmp-<hex>/           a version being written; exists only while its writer holds the lock
+    OUT/.staging/             finished chunks of a build in progress (``qrerank.index.staging``)
 
 A writer fills a temp folder under the lock, fsyncs it, renames it to a fresh version name and
 then replaces ``CURRENT`` with one ``os.replace``. A reader reads ``CURRENT`` once and opens only
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 POINTER = "CURRENT"
 LOCK = ".lock"
+STAGING = ".staging"
 _VERSION = re.compile(r"v-[0-9]{8}T[0-9]{6}-[0-9a-f]{12}")
 _TEMP = re.compile(rf"\.tmp-[0-9a-f]{{32}}|{POINTER}\.tmp-[0-9a-f]{{32}}")
 _POINTER_MAX = 256
@@ -45,7 +47,7 @@ _POINTER_MAX = 256
 
 def is_own_entry(name: str) -> bool:
     """Whether ``name`` is something a writer of this layout creates inside ``OUT``."""
-    return name in (POINTER, LOCK) or bool(_VERSION.fullmatch(name) or _TEMP.fullmatch(name))
+    return name in (POINTER, LOCK, STAGING) or bool(_VERSION.fullmatch(name) or _TEMP.fullmatch(name))
 
 
 def current_version(out: Path) -> str | None:

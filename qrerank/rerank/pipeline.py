@@ -173,12 +173,12 @@ class SearchPipeline:
     ) -> Scores:
         """The reranker's scores of index rows for query embedding ``q`` ``[1, d]``."""
         idx = np.asarray(rows_list)
-        docs_emb = torch.from_numpy(self.index.embeddings[idx])
+        docs_emb = torch.from_numpy(self.index.embeddings_of(idx))  # float32 whatever the storage dtype
         # Queries are encoded at the tau the stored angles use, unless the caller overrides it.
         tau = self.reranker.tau if self.reranker.tau is not None else self.index.tau
         angles = None
         if tau == self.index.tau and self.reranker.head is None:
-            angles = torch.from_numpy(self.index.angles[idx])
+            angles = torch.from_numpy(self.index.angles_of(idx))  # of these rows only
         return self.reranker.score_embeddings(
             q[0], docs_emb, method=method, alpha=alpha, doc_angles=angles, tau=tau
         )

@@ -128,12 +128,12 @@ def test_bad_hashing_dim(docs_file: Path, model: str, capsys: pytest.CaptureFixt
 def test_disk_full_while_writing_the_index(
     tmp_path: Path, docs_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import qrerank.index.directory as directory
+    import qrerank.index.build as build
 
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "idx"))
 
-    monkeypatch.setattr(directory, "save_file", full)  # the embeddings write
+    monkeypatch.setattr(build, "write_matrix", full)  # the embeddings write
     assert main(["index", str(docs_file), "--out", str(tmp_path / "idx"), *MODEL]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err

@@ -1,7 +1,11 @@
 """Hostile or broken index folders: every one must fail with IndexFormatError naming the problem.
 
 Most cases tamper with a file and then "reseal" the manifest (fix its sizes and sha256), as an
-attacker or a buggy tool could, so the checks behind the checksums are what is tested.
+attacker or a buggy tool could, so the checks behind the checksums are what is tested. A default
+load checks sizes, headers and schema only; what only a full read can find (a changed byte, a
+NaN, a malformed row) is refused by ``verify=True``, and the default load still fails on reading
+such a row. Cases about files only format 1 had (vectors.safetensors, a flat vectors.faiss) run
+on copies of tests/fixtures/index_v1, written by qrerank before format 2.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import struct
 from collections.abc import Callable
@@ -25,6 +30,7 @@ from qrerank.index.directory import DocumentIndex, build_index
 from qrerank.types import Document
 
 N, DIM = 12, 64
+V1 = Path(__file__).resolve().parents[1] / "fixtures" / "index_v1"  # N docs, DIM-d, hashing encoder
 
 
 def corpus(n: int = N) -> list[Document]:
@@ -36,6 +42,15 @@ def build(tmp_path: Path, kind: str = "exact", n: int = N) -> Path:
         pytest.importorskip("faiss")
     out = tmp_path / "idx"
     build_index(corpus(n), HashingEncoder(DIM), out, kind=kind)
+    return out
+
+
+def build_v1(tmp_path: Path, kind: str = "exact") -> Path:
+    """A copy of the format-1 fixture of ``kind`` (the old flat layout: files directly in the folder)."""
+    if kind != "exact":
+        pytest.importorskip("faiss")
+    out = tmp_path / "idx"
+    shutil.copytree(V1 / kind, out)
     return out
 
 
@@ -121,7 +136,9 @@ MANIFEST_EDITS = {
     "model not a string": (_set("model", 5), "'model'"),
     "normalized string": (_set("normalized", "yes"), "'normalized'"),
     "format version string": (_set("format_version", "1"), "format version '1'"),
-    "format version 2": (_set("format_version", 2), "format version 2"),
+    "format version 3": (_set("format_version", 3), "format version 3"),
+    "dtype unknown": (_set("dtype", "int8"), "'dtype'"),
+    "dtype missing": (_set("dtype", None), "'dtype'"),
     "foreign format": (_set("format", "other"), "not a qrerank index manifest"),
     "created not a string": (_set("created", 5), "'created'"),
 }
@@ -174,7 +191,7 @@ def test_empty_files_map_does_not_skip_checksums(tmp_path: Path) -> None:
     with (data_dir(out) / "embeddings.safetensors").open("r+b") as f:
         f.seek(-4, os.SEEK_END)
         f.write(b"\x00\x00\xc0\x7f")  # last float -> NaN, size unchanged
-    refused(out, "sha256 does not match")
+    refused(out, "sha256 does not match", verify=True)
     manifest = manifest_of(out)
     manifest["files"] = {}
     write_manifest(out, manifest)
@@ -184,9 +201,19 @@ def test_empty_files_map_does_not_skip_checksums(tmp_path: Path) -> None:
 # --- files: presence, kind, confinement -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["manifest.json", "vectors.safetensors", "embeddings.safetensors", "docs.sqlite"])
-def test_missing_file(tmp_path: Path, name: str) -> None:
-    out = build(tmp_path)
+@pytest.mark.parametrize(
+    ("fmt", "name"),
+    [
+        ("v2", "manifest.json"),
+        ("v2", "embeddings.safetensors"),
+        ("v2", "docs.sqlite"),
+        ("v2", "lexical.safetensors"),
+        ("v1", "vectors.safetensors"),
+        ("v1", "embeddings.safetensors"),
+    ],
+)
+def test_missing_file(tmp_path: Path, fmt: str, name: str) -> None:
+    out = build(tmp_path) if fmt == "v2" else build_v1(tmp_path)
     (data_dir(out) / name).unlink()
     refused(out, f"{name} is missing")
 
@@ -251,7 +278,7 @@ def test_float64_embeddings(tmp_path: Path) -> None:
 
 
 def test_float64_exact_vectors(tmp_path: Path) -> None:
-    out = build(tmp_path)
+    out = build_v1(tmp_path)
     t = _tensors(out, "vectors.safetensors")
     _rewrite_safetensors(out, "vectors.safetensors", {"vectors": t["vectors"].astype(np.float64)})
     refused(out, "vectors.safetensors")
@@ -259,16 +286,34 @@ def test_float64_exact_vectors(tmp_path: Path) -> None:
 
 def test_wrong_tensor_shape_names_and_values(tmp_path: Path) -> None:
     out = build(tmp_path)
-    t = _tensors(out, "embeddings.safetensors")
-    _rewrite_safetensors(out, "embeddings.safetensors", {"embeddings": t["embeddings"], "other": t["angles"]})
+    emb = _tensors(out, "embeddings.safetensors")["embeddings"]
+    half = {"embeddings": emb[: N // 2], "other": emb[N // 2 :]}  # the byte count of the real file
+    _rewrite_safetensors(out, "embeddings.safetensors", half)
     refused(out, r"holds tensors \['embeddings', 'other'\]")
     # same byte count, other shape: only the header says so
-    _rewrite_safetensors(out, "embeddings.safetensors", {k: v.reshape(N // 2, 2 * DIM) for k, v in t.items()})
+    _rewrite_safetensors(out, "embeddings.safetensors", {"embeddings": emb.reshape(N // 2, 2 * DIM)})
     refused(out, "has shape")
-    bad = t["angles"].copy()
+    _rewrite_safetensors(out, "embeddings.safetensors", {"embeddings": emb.astype(np.float16)})
+    refused(out, "but float32 tensors")  # the manifest says float32: the size is checked first
+    bad = emb.copy()
     bad[3, 5] = np.nan
+    _rewrite_safetensors(out, "embeddings.safetensors", {"embeddings": bad})
+    refused(out, "NaN or infinite", verify=True)
+    index = DocumentIndex.load(out)  # the values are not read: a NaN row only ranks last
+    _, rows = index.search(emb[3:4] / np.linalg.norm(emb[3]), N)
+    assert rows[0][-1] == 3
+    index.close()
+
+
+def test_old_format_tensors_are_checked(tmp_path: Path) -> None:
+    out = build_v1(tmp_path)
+    t = _tensors(out, "embeddings.safetensors")
+    _rewrite_safetensors(out, "embeddings.safetensors", {"embeddings": t["embeddings"], "other": t["angles"]})
+    refused(out, r"holds tensors \['embeddings', 'other'\], expected \['angles', 'embeddings'\]")
+    bad = t["angles"].copy()
+    bad[3, 5] = np.inf
     _rewrite_safetensors(out, "embeddings.safetensors", {"embeddings": t["embeddings"], "angles": bad})
-    refused(out, "NaN or infinite")
+    refused(out, "tensor 'angles' has NaN or infinite", verify=True)
 
 
 @pytest.mark.parametrize("cut", [1, 7, 100, 1000])
@@ -309,7 +354,7 @@ HEADER = 4 + 4 + 8 + 8 + 8 + 1 + 4  # fourcc, d, ntotal, 2 unused, is_trained, m
 
 
 def test_crafted_flat_faiss_asking_for_96_gib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    out = build(tmp_path, "flat")
+    out = build_v1(tmp_path, "flat")
     _patch(data_dir(out) / "vectors.faiss", HEADER, "<Q", (96 << 30) // 4)  # codes length, in floats
     reseal(out)
     _refuse_before_faiss(monkeypatch)
@@ -317,7 +362,7 @@ def test_crafted_flat_faiss_asking_for_96_gib(tmp_path: Path, monkeypatch: pytes
 
 
 def test_faiss_header_disagreeing_with_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    out = build(tmp_path, "flat")
+    out = build_v1(tmp_path, "flat")
     f = data_dir(out) / "vectors.faiss"
     good = f.read_bytes()
     _refuse_before_faiss(monkeypatch)
@@ -359,7 +404,7 @@ def test_crafted_ivf_nlist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_faiss_file_that_is_garbage(tmp_path: Path) -> None:
-    out = build(tmp_path, "flat")
+    out = build(tmp_path, "hnsw")
     (data_dir(out) / "vectors.faiss").write_bytes(b"\x00" * 3)
     reseal(out)
     refused(out, "truncated")
@@ -393,8 +438,8 @@ def test_missing_rows(tmp_path: Path) -> None:
 def test_bad_metadata_json(tmp_path: Path) -> None:
     out = build(tmp_path)
     _sql(out, "UPDATE docs SET metadata = '{bad' WHERE row = 3")
-    refused(out, "row 3 is malformed")
-    index = DocumentIndex.load(out, verify=False)  # the row scan is skipped, each read still checks
+    refused(out, "row 3 is malformed", verify=True)
+    index = DocumentIndex.load(out)  # the row scan is skipped, each read still checks
     assert index.documents([2])[0].doc_id == "d2"
     with pytest.raises(IndexFormatError, match="row 3 is malformed"):
         index.documents([3])
@@ -408,7 +453,11 @@ def test_bad_metadata_json(tmp_path: Path) -> None:
 def test_wrong_field_types(tmp_path: Path, statement: str) -> None:
     out = build(tmp_path)
     _sql(out, statement)
-    refused(out, "row 1 is malformed")
+    refused(out, "row 1 is malformed", verify=True)
+    index = DocumentIndex.load(out)
+    with pytest.raises(IndexFormatError, match="row 1 is malformed"):
+        index.documents([1])
+    index.close()
 
 
 def test_foreign_sqlite_and_garbage(tmp_path: Path) -> None:

@@ -183,7 +183,7 @@ def test_missing_truncated_or_changed_lexical_file_is_refused(tmp_path: Path) ->
     changed[-3] ^= 0x01  # same size, different bytes: only the checksum sees it
     path.write_bytes(bytes(changed))
     with pytest.raises(IndexFormatError, match="sha256"):
-        DocumentIndex.load(out)
+        DocumentIndex.load(out, verify=True)
     path.unlink()
     with pytest.raises(IndexFormatError, match=r"lexical\.safetensors is missing"):
         DocumentIndex.load(out)
