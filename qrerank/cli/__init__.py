@@ -15,10 +15,10 @@ import sys
 from collections.abc import Sequence
 
 from qrerank import __version__
-from qrerank.cli import demo, eval, index, rerank, search, serve, train, verify
+from qrerank.cli import delete, demo, eval, index, rerank, search, serve, train, verify
 from qrerank.errors import QrerankError
 
-COMMANDS = (demo, index, search, rerank, eval, train, serve, verify)
+COMMANDS = (demo, index, delete, search, rerank, eval, train, serve, verify)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,7 @@ import argparse
 import time
 
 from qrerank.cli._common import add_runtime_arg, out_dir, positive_float, positive_int, write
+from qrerank.cli._updates import add_update_args, resolve_model, run_update
 from qrerank.corpus import load_corpus
 from qrerank.embed.base import Encoder
 from qrerank.embed.models import DEFAULT_MODEL, load_encoder
@@ -17,7 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("index", help="index a JSONL file, a BEIR corpus or a folder of .txt/.md files")
     p.add_argument("src", help="docs.jsonl, a BEIR dataset dir (corpus.jsonl) or a folder of text files")
     p.add_argument("--out", required=True, help="index directory to write (replaced atomically)")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"encoder name or path (default {DEFAULT_MODEL})")
+    p.add_argument(
+        "--model",
+        default=None,
+        help=f"encoder name or path (default {DEFAULT_MODEL}; with --append the index's own)",
+    )
     p.add_argument("--kind", choices=INDEX_KINDS, default="flat", help="vector index (default flat)")
     p.add_argument("--tau", type=positive_float, default=None, help="Bloch temperature for stored angles")
     p.add_argument(
@@ -34,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="float32",
         help="storage dtype of the embeddings (float16: half the size; see BENCHMARKS.md, Storage)",
     )
+    add_update_args(p)
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
     add_runtime_arg(p)
@@ -70,22 +76,26 @@ def _encoder(args: argparse.Namespace) -> Encoder:
 def run(args: argparse.Namespace) -> int:
     out = out_dir(args.out)
     docs = load_corpus(args.src)
-    encoder = _encoder(args)
+    resolve_model(args)
     t0 = time.perf_counter()
-    index = build_index(
-        docs,
-        encoder,
-        out,
-        kind=args.kind,
-        tau=args.tau,
-        batch_size=args.batch_size,
-        show_progress=True,
-        lexical=not args.no_lexical,
-        dtype=args.dtype,
-    )
+    index = run_update(args, docs, lambda: _encoder(args))  # --append, --embeddings
+    if index is None:
+        index = build_index(
+            docs,
+            _encoder(args),
+            out,
+            kind=args.kind,
+            tau=args.tau,
+            batch_size=args.batch_size,
+            show_progress=True,
+            lexical=not args.no_lexical,
+            dtype=args.dtype,
+        )
     lexical = "" if index.lexical is None else ", BM25"
+    kind = index.manifest["index"]["kind"]
+    done = f"appended {len(docs)} documents, now {len(index)}," if args.append else f"indexed {len(index)} documents"
     write(
-        f"indexed {len(index)} documents with {index.model} ({index.dim}-d, {args.kind}{lexical}) "
+        f"{done} with {index.model} ({index.dim}-d, {kind}{lexical}) "
         f"in {time.perf_counter() - t0:.1f}s -> {index.path}"
     )
     return 0

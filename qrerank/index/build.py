@@ -44,7 +44,7 @@ from qrerank.index.manifest import (
     required_files,
     vector_file,
 )
-from qrerank.index.matrix import BLOCK, unit_rows
+from qrerank.index.matrix import BLOCK, iter_blocks, unit_rows
 from qrerank.index.staging import DEFAULT_CHUNK, clear_staging, encode_staged
 from qrerank.index.store import write_store
 from qrerank.index.versions import POINTER, Draft, is_own_entry, publish
@@ -205,12 +205,13 @@ def build_index_from_embeddings(
     _check_embeddings(embeddings, normalized)
 
     def blocks() -> Iterator[np.ndarray]:
+        if order is None:
+            yield from iter_blocks(embeddings)
+            return
         for start in range(0, len(docs), BLOCK):
-            rows = slice(start, start + BLOCK) if order is None else np.sort(order[start : start + BLOCK])
-            block = np.asarray(embeddings[rows], dtype=np.float32)
-            if order is not None:  # rows were read in file order (sequential I/O), now put in corpus order
-                block = block[np.argsort(np.argsort(order[start : start + BLOCK]))]
-            yield block
+            wanted = order[start : start + BLOCK]
+            block = np.asarray(embeddings[np.sort(wanted)], dtype=np.float32)  # read in file order
+            yield block[np.argsort(np.argsort(wanted))]  # then put in corpus order
 
     spec = IndexSpec(
         model=model,
@@ -260,8 +261,7 @@ def _row_order(
 
 def _check_embeddings(embeddings: np.ndarray, normalized: bool) -> None:
     """Finite values, and unit rows when ``normalized``, checked block by block (InputError)."""
-    for start in range(0, len(embeddings), BLOCK):
-        block = np.asarray(embeddings[start : start + BLOCK], dtype=np.float32)
+    for start, block in zip(range(0, len(embeddings), BLOCK), iter_blocks(embeddings), strict=True):
         bad = ~np.isfinite(block).all(axis=1)
         if bad.any():
             raise InputError(f"embedding row {start + int(np.argmax(bad))} has NaN or infinite values")
@@ -342,8 +342,9 @@ def fill_ann(ann: FaissIndex | None, spec: IndexSpec, embeddings: np.ndarray, st
         size = min(n, 256 * nlist)
         rows = np.sort(np.random.default_rng(0).choice(n, size, replace=False)) if size < n else slice(None)
         ann.train(unit_rows(embeddings[rows]), nlist)
-    for s in range(start, len(embeddings), BLOCK):
-        ann.add(unit_rows(embeddings[s : s + BLOCK]))
+    for block in iter_blocks(embeddings, start):
+        if len(block):  # a delete can empty a block
+            ann.add(unit_rows(block))
     return ann
 
 

@@ -9,6 +9,8 @@ Only one block is ever converted to float32, so a search over 1M rows needs tens
 
 from __future__ import annotations
 
+import mmap
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,38 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return (x / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+
+def _mapping(arr: np.ndarray) -> mmap.mmap | None:
+    """The mmap behind ``arr`` (np.memmap, np.load(mmap_mode=...), our map_tensors), if any."""
+    base: object = arr
+    for _ in range(16):
+        if isinstance(base, mmap.mmap):
+            return base
+        base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
+        if base is None:
+            return None
+    return None
+
+
+def iter_blocks(matrix: np.ndarray, start: int = 0, block: int = BLOCK) -> Iterator[np.ndarray]:
+    """Rows ``start:`` of ``matrix`` ``[n, d]`` as float32 copies, ``block`` rows at a time.
+
+    For a memory-mapped matrix each block's pages are handed back (MADV_DONTNEED) once it has
+    been copied: a pass over a file-backed matrix would otherwise keep all of it resident in
+    this process (it stays in the page cache, shared, for the next reader).
+    """
+    mm = _mapping(matrix)
+    origin = np.frombuffer(mm, dtype=np.uint8).ctypes.data if mm is not None else 0
+    for s in range(start, len(matrix), block):
+        view = matrix[s : s + block]
+        rows = np.array(view, dtype=np.float32)  # a copy, so the mapped pages can go
+        if mm is not None and hasattr(mm, "madvise") and view.size:
+            lo = view.ctypes.data - origin
+            lo_page = lo - lo % mmap.PAGESIZE
+            hi = min(lo + view.nbytes, len(mm))
+            mm.madvise(mmap.MADV_DONTNEED, lo_page, hi - lo_page)
+        yield rows
 
 
 def _inverse_norms(block: np.ndarray) -> np.ndarray:

@@ -44,6 +44,36 @@ def write_store(path: Path, docs: Iterable[Document]) -> None:
         conn.close()
 
 
+def copy_store(src: Path, dst: Path, *, drop: Sequence[int] = (), append: Iterable[Document] = ()) -> int:
+    """Write a new store ``dst``: the rows of ``src`` except ``drop`` (renumbered from 0, order
+    kept), then ``append``. Returns the row count. SQLite copies the kept rows itself."""
+    conn = sqlite3.connect(dst)
+    try:
+        conn.execute(_SCHEMA)
+        conn.execute("ATTACH DATABASE ? AS old", (read_only_uri(src),))
+        with conn:
+            conn.execute("CREATE TEMP TABLE dropped (row INTEGER PRIMARY KEY)")
+            conn.executemany("INSERT INTO temp.dropped (row) VALUES (?)", ((int(r),) for r in drop))
+            conn.execute(
+                "INSERT INTO docs (row, doc_id, title, text, metadata) "
+                "SELECT ROW_NUMBER() OVER (ORDER BY row) - 1, doc_id, title, text, metadata FROM old.docs "
+                "WHERE row NOT IN (SELECT row FROM temp.dropped)"
+            )
+            (start,) = conn.execute("SELECT COUNT(*) FROM docs").fetchone()
+            conn.executemany(
+                "INSERT INTO docs (row, doc_id, title, text, metadata) VALUES (?, ?, ?, ?, ?)",
+                (
+                    (start + i, d.doc_id, d.title, d.text, json.dumps(d.metadata))
+                    for i, d in enumerate(append)
+                ),
+            )
+            (count,) = conn.execute("SELECT COUNT(*) FROM docs").fetchone()
+        conn.execute("DETACH DATABASE old")
+    finally:
+        conn.close()
+    return int(count)
+
+
 def read_only_uri(path: Path) -> str:
     """A SQLite URI for ``path`` opened read-only and immutable.
 
@@ -99,6 +129,30 @@ class DocStore:
     def __len__(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM docs").fetchone()[0])
 
+    def rows_of(self, doc_ids: Iterable[str]) -> dict[str, int]:
+        """The row of each of ``doc_ids`` that the store holds (absent ids are left out)."""
+        found: dict[str, int] = {}
+        ids = list(dict.fromkeys(doc_ids))
+        try:
+            for i in range(0, len(ids), 900):  # SQLite caps bound parameters per statement
+                chunk = ids[i : i + 900]
+                marks = ",".join("?" * len(chunk))
+                for doc_id, row in self._conn.execute(
+                    f"SELECT doc_id, row FROM docs WHERE doc_id IN ({marks})", chunk
+                ):
+                    found[str(doc_id)] = int(row)
+        except sqlite3.Error as exc:
+            raise IndexFormatError(f"cannot read document ids from {self.path}: {exc}") from exc
+        return found
+
+    def all_documents(self) -> list[Document]:
+        """Every document in row order (for rebuilding BM25 over the stored texts)."""
+        try:
+            rows = self._conn.execute("SELECT row, doc_id, title, text, metadata FROM docs ORDER BY row")
+            return [self._document(r, i, t, x, m) for r, i, t, x, m in rows]
+        except sqlite3.Error as exc:
+            raise IndexFormatError(f"cannot read documents from {self.path}: {exc}") from exc
+
     def get(self, rows: Sequence[int]) -> list[Document]:
         """Documents for vector rows, in the given order."""
         if not rows:
@@ -122,9 +176,9 @@ class DocStore:
             metadata = json.loads(meta) if isinstance(meta, str) else None
         except ValueError:
             metadata = None
-        if not (isinstance(doc_id, str) and isinstance(title, str) and isinstance(text, str)) or not isinstance(
-            metadata, dict
-        ):
+        if not (
+            isinstance(doc_id, str) and isinstance(title, str) and isinstance(text, str)
+        ) or not isinstance(metadata, dict):
             raise IndexFormatError(f"{self.path}: row {row} is malformed (metadata must be a JSON object)")
         return Document(doc_id=doc_id, title=title, text=text, metadata=metadata)
 
