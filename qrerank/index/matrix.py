@@ -10,10 +10,12 @@ Only one block is ever converted to float32, so a search over 1M rows needs tens
 from __future__ import annotations
 
 import mmap
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import torch
 from safetensors.numpy import save_file
 
 from qrerank.index.base import check_vectors
@@ -60,6 +62,15 @@ def iter_blocks(matrix: np.ndarray, start: int = 0, block: int = BLOCK) -> Itera
         yield rows
 
 
+def _as_float32(view: np.ndarray) -> np.ndarray:
+    """``view`` as float32: itself when stored so; float16 through torch, ~2.5x numpy's conversion."""
+    if view.dtype == np.float32:
+        return view
+    with warnings.catch_warnings():  # read-only memory map: torch warns, but the tensor is only read
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(view).float().numpy()
+
+
 def _inverse_norms(block: np.ndarray) -> np.ndarray:
     norms = np.sqrt(np.einsum("ij,ij->i", block, block))
     return np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0).astype(np.float32)
@@ -95,7 +106,8 @@ class MatrixIndex:
 
     def _block(self, start: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows ``start:start + block`` as float32 (a view when stored so) and their inverse norms."""
-        rows = np.asarray(self._matrix[start : start + self.block], dtype=np.float32)
+        view = self._matrix[start : start + self.block]
+        rows = _as_float32(view)
         inv = self._inv[start : start + len(rows)]
         if np.isnan(inv[0]) or np.isnan(inv[-1]):  # filled a whole block at a time
             inv[:] = _inverse_norms(rows)

@@ -432,7 +432,11 @@ def test_renumbered_rows(tmp_path: Path) -> None:
 def test_missing_rows(tmp_path: Path) -> None:
     out = build(tmp_path)
     _sql(out, "DELETE FROM docs WHERE row = 4")
-    refused(out, "found 11 rows")
+    refused(out, "found 11 rows", verify=True)
+    index = DocumentIndex.load(out)  # the count is a full scan: only a read of the hole finds it
+    with pytest.raises(IndexFormatError, match="row 4 is missing"):
+        index.documents([3, 4])
+    index.close()
 
 
 def test_bad_metadata_json(tmp_path: Path) -> None:
