@@ -24,12 +24,13 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from safetensors.numpy import save_file
 from tqdm.auto import tqdm
 
-from qrerank.embed.base import Encoder
+from qrerank.embed.base import Encoder, ShardedEncoder
 from qrerank.embed.cache import cache_key
 from qrerank.errors import IndexFormatError, InputError
 from qrerank.index.formats import check_finite, map_tensors
@@ -38,6 +39,7 @@ from qrerank.index.versions import STAGING
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = 4096  # documents per chunk: 6 MB of float32 at d = 384; the unit of resume
+PROGRESS_STEP = 256  # texts per encoder call within a chunk, so the progress bar moves
 
 
 @dataclass
@@ -100,9 +102,29 @@ def _reusable(path: Path, rows: int, dim: int) -> bool:
     return True
 
 
-def _encode(encoder: Encoder, texts: Sequence[str], batch_size: int) -> np.ndarray:
-    """``[len(texts), dim]`` float32 from ``encoder``; InputError for a wrong shape or non-finite values."""
-    vectors = np.asarray(encoder.encode(texts, batch_size=batch_size, show_progress=False), dtype=np.float32)
+def _is_sharded(encoder: Encoder) -> bool:
+    """A sharded encoder (Ray), also inside a CachedEncoder: each call is a job with a fixed cost."""
+    return isinstance(encoder, ShardedEncoder) or isinstance(
+        getattr(encoder, "encoder", None), ShardedEncoder
+    )
+
+
+def _encode(encoder: Encoder, texts: Sequence[str], batch_size: int, bar: Any = None) -> np.ndarray:
+    """``[len(texts), dim]`` float32 from ``encoder``; InputError for a wrong shape or non-finite values.
+
+    With a progress ``bar``, a local encoder gets the texts PROGRESS_STEP at a time so the bar
+    (rate, ETA) moves within a chunk; a sharded one gets the chunk in one call.
+    """
+    step = len(texts) if bar is None or _is_sharded(encoder) else max(PROGRESS_STEP, batch_size)
+    parts = []
+    for i in range(0, len(texts), step):
+        part = texts[i : i + step]
+        parts.append(
+            np.asarray(encoder.encode(part, batch_size=batch_size, show_progress=False), dtype=np.float32)
+        )
+        if bar is not None:
+            bar.update(len(part))
+    vectors = parts[0] if len(parts) == 1 else np.concatenate(parts)
     if vectors.shape != (len(texts), encoder.dim) or not np.isfinite(vectors).all():
         raise InputError(
             f"encoder {encoder.name} returned {vectors.shape} vectors (finite: "
@@ -151,11 +173,11 @@ def encode_staged(
             path = stage / f"{chunk_key(identity, chunk)}.safetensors"
             if _reusable(path, len(chunk), encoder.dim):
                 staged.reused += len(chunk)
+                bar.update(len(chunk))
             else:
-                _save_chunk(path, _encode(encoder, chunk, batch_size))
+                _save_chunk(path, _encode(encoder, chunk, batch_size, bar))  # moves the bar
                 staged.encoded += len(chunk)
             staged.chunks.append((path, start, len(chunk)))
-            bar.update(len(chunk))
             if staged.reused:
                 bar.set_postfix(resumed=staged.reused, refresh=False)
     if staged.reused:

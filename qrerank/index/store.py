@@ -44,7 +44,7 @@ def write_store(path: Path, docs: Iterable[Document]) -> None:
         conn.close()
 
 
-def copy_store(src: Path, dst: Path, *, drop: Sequence[int] = (), append: Iterable[Document] = ()) -> int:
+def copy_store(src: Path, dst: Path, *, drop: Iterable[int] = (), append: Iterable[Document] = ()) -> int:
     """Write a new store ``dst``: the rows of ``src`` except ``drop`` (renumbered from 0, order
     kept), then ``append``. Returns the row count. SQLite copies the kept rows itself."""
     conn = sqlite3.connect(dst)

@@ -220,7 +220,7 @@ def _kept_blocks(embeddings: np.ndarray, keep: np.ndarray) -> Iterator[np.ndarra
 
 
 def _copy_docs(
-    base: DocumentIndex, path: Path, *, drop: Sequence[int] = (), append: Sequence[Document] = ()
+    base: DocumentIndex, path: Path, *, drop: Sequence[int] | np.ndarray = (), append: Sequence[Document] = ()
 ) -> None:
     assert base.version_dir is not None
     copy_store(base.version_dir / DOCS_FILE, path, drop=drop, append=append)
