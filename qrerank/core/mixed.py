@@ -21,6 +21,8 @@ import torch
 
 __all__ = ["log_fidelity_mixed_matrix", "mixed_bloch_vectors"]
 
+_CHUNK_ELEMENTS = 1 << 21
+
 
 def mixed_bloch_vectors(
     theta_q: torch.Tensor, theta_fb: torch.Tensor, beta: float
@@ -42,13 +44,14 @@ def mixed_bloch_vectors(
 
 
 def log_fidelity_mixed_matrix(
-    r_cos: torch.Tensor, r_sin: torch.Tensor, theta_d: torch.Tensor, *, chunk: int = 4096
+    r_cos: torch.Tensor, r_sin: torch.Tensor, theta_d: torch.Tensor, *, chunk: int | None = None
 ) -> torch.Tensor:
     """``[Q, N]`` scores ``sum_i log <d_i|rho_i|d_i>`` of ``[N, n]`` document angles.
 
     ``<d_i|rho_i|d_i> = (1 + r_cos cos(theta_d) + r_sin sin(theta_d)) / 2``, floored at the
     dtype's machine epsilon like the pure-state functions (a pure query orthogonal to a qubit).
-    ``chunk`` bounds the ``[Q, chunk, n]`` intermediate.
+    ``chunk`` (documents per step) bounds the ``[Q, chunk, n]`` intermediates; by default they
+    stay near 2^21 elements, since larger temporaries spend their time in page faults.
     """
     if (
         r_cos.shape != r_sin.shape
@@ -59,6 +62,8 @@ def log_fidelity_mixed_matrix(
         raise ValueError(f"shapes do not match: r {tuple(r_cos.shape)}, documents {tuple(theta_d.shape)}")
     c, s = torch.cos(theta_d), torch.sin(theta_d)
     floor = torch.finfo(theta_d.dtype).eps
+    if chunk is None:
+        chunk = max(1, _CHUNK_ELEMENTS // max(1, r_cos.numel()))
     out = torch.empty(r_cos.shape[0], theta_d.shape[0], dtype=theta_d.dtype, device=theta_d.device)
     for i in range(0, theta_d.shape[0], chunk):
         block = slice(i, i + chunk)
