@@ -11,13 +11,12 @@ compute-bound batches, which batching cannot speed up on a CPU.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from pathlib import Path
 
 from qrerank.embed.models import load_encoder
-from qrerank.eval.meta import environment
+from qrerank.eval.meta import environment, write_results
 
 OUT = Path(__file__).resolve().parent / "results" / "encode_batching.json"
 WORDS = [
@@ -91,7 +90,7 @@ def main() -> int:
             f"| {r['one_call_texts_per_s']} | {r['gain']:.2f}x |"
         )
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"rows": rows, "environment": environment()}, indent=1) + "\n")
+    write_results(OUT, {"rows": rows, "environment": environment()})
     print(f"wrote {OUT}")
     return 0
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import json
 import os
 import statistics
 import time
@@ -29,7 +28,7 @@ from qrerank.corpus import load_corpus, read_jsonl
 from qrerank.embed.models import DEFAULT_MODEL, load_encoder
 from qrerank.embed.onnx import default_preset
 from qrerank.embed.runtime import RUNTIMES
-from qrerank.eval.meta import environment
+from qrerank.eval.meta import environment, write_results
 
 ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "results" / "encode_runtime.json"
@@ -138,7 +137,7 @@ def main() -> int:
         "environment": env,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
     print(f"wrote {args.out}")
     return 0
 

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from qrerank.eval.meta import environment
+from qrerank.eval.meta import environment, write_results
 
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
@@ -319,7 +319,7 @@ def main() -> int:
         "environment": environment(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
     print(f"wrote {args.out}")
     return 0
 

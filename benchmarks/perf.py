@@ -14,7 +14,6 @@ reference before it is timed.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -25,7 +24,7 @@ import torch
 
 from qrerank.core.encoding import bloch_angles, default_tau
 from qrerank.core.fidelity import _chunked, bloch_planes, log_fidelity_angles, log_fidelity_planes_matrix
-from qrerank.eval.meta import environment
+from qrerank.eval.meta import environment, write_results
 from qrerank.rerank.scoring import score_candidates
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -140,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         "kernel": kernel, "candidates": cands, "seconds": time.perf_counter() - t0,
         "environment": environment(),
     }  # fmt: skip
-    args.out.write_text(json.dumps(payload, indent=1) + "\n")
+    write_results(args.out, payload)
     print(f"wrote {args.out}")
     return 0
 

@@ -19,7 +19,6 @@ Writes ``benchmarks/results/prf.json``.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from qrerank.core.fusion import minmax
 from qrerank.core.mixed import log_fidelity_mixed_matrix, mixed_bloch_vectors
 from qrerank.embed.models import DEFAULT_MODEL, load_encoder
 from qrerank.eval.datasets import load_dataset, read_split_qrels
-from qrerank.eval.meta import environment
+from qrerank.eval.meta import environment, write_results
 from qrerank.eval.metrics import evaluate_run
 from qrerank.eval.significance import paired_comparison
 from qrerank.index.lexical import BM25Scorer
@@ -174,9 +173,7 @@ def main() -> int:
         "n_unseen": len(unseen),
         "environment": environment(),
     }
-    tmp = OUT.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(OUT)
+    write_results(OUT, result)
     print(f"wrote {OUT}")
     return 0
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import json
 import os
 import platform
 import statistics
@@ -30,6 +29,7 @@ import torch
 from scipy.stats import kendalltau
 
 from qrerank.core import bloch_angles, default_tau
+from qrerank.eval.meta import write_results
 from qrerank.quantum import pennylane as pq
 from qrerank.quantum import score_log_fidelity
 from qrerank.quantum.product import DEFAULT_BLOCK
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
         "ranking_agreement": agreement,
         "shots_needed": needed,
     }
-    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    write_results(args.out, payload)
     print(f"\nwrote {args.out}")
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib.metadata
-import json
 import os
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from qrerank import _ray
 from qrerank.corpus import load_corpus
 from qrerank.embed.models import DEFAULT_MODEL, load_encoder
 from qrerank.embed.ray import RayEncoder
-from qrerank.eval.meta import environment
+from qrerank.eval.meta import environment, write_results
 
 ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "results" / "ray_encode.json"
@@ -129,7 +128,7 @@ def main() -> int:
         "environment": env,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
     print(f"wrote {args.out}")
     return 0
 

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import random
 import shutil
@@ -220,7 +219,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
 
-    from qrerank.eval.meta import environment
+    from qrerank.eval.meta import environment, write_results
 
     root = Path(tempfile.mkdtemp(prefix="qrerank-reliability-"))
     t0 = time.perf_counter()
@@ -256,7 +255,7 @@ def main() -> None:
         "environment": environment(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
     print(f"wrote {args.out} in {result['seconds']}s")
 
 

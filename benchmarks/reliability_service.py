@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import random
 import statistics
@@ -39,7 +38,7 @@ import httpx
 import numpy as np
 
 from qrerank.embed.hashing import HashingEncoder
-from qrerank.eval.meta import environment
+from qrerank.eval.meta import environment, write_results
 from qrerank.rerank.reranker import Reranker
 from qrerank.service import Settings, create_app
 from qrerank.service.server import serve_in_thread
@@ -226,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         "service_versions": {pkg: metadata.version(pkg) for pkg in SERVICE_PACKAGES},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_results(args.out, report)
     print(table(rows))
     print(f"\n{'PASS' if ok else 'FAIL'}: wrote {args.out} in {report['total_seconds']} s")
     return 0 if ok else 1

@@ -14,7 +14,6 @@ Writes ``benchmarks/results/search_fusion.json``.
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import tempfile
@@ -27,7 +26,7 @@ import numpy as np
 from qrerank.corpus import load_corpus
 from qrerank.embed.models import DEFAULT_MODEL, load_encoder
 from qrerank.eval.datasets import load_dataset, read_split_qrels
-from qrerank.eval.meta import environment
+from qrerank.eval.meta import environment, write_results
 from qrerank.eval.metrics import per_query
 from qrerank.eval.significance import paired_comparison
 from qrerank.index.directory import build_index
@@ -119,7 +118,7 @@ def main() -> int:
         "rows": {k: {kk: vv for kk, vv in v.items() if kk != "per_query"} for k, v in rows.items()},
         "seconds": time.perf_counter() - t0, "environment": environment(),
     }  # fmt: skip
-    OUT.write_text(json.dumps(payload, indent=1) + "\n")
+    write_results(OUT, payload)
     OUT.with_suffix(".md").write_text(table + "\n")
     print(f"wrote {OUT}")
     return 0

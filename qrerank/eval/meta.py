@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import platform
 import subprocess
@@ -70,3 +71,15 @@ def environment() -> dict[str, Any]:
         "versions": {p: _version(p) for p in PACKAGES},
         "git_commit": _git_commit(),
     }
+
+
+def write_results(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
+    """Write a benchmark's results as JSON atomically (a killed run leaves the old file), with
+    the environment of :func:`environment` unless the payload carries its own; returns the path."""
+    from qrerank._fs import replace_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {**payload, "environment": payload.get("environment") or environment()}
+    replace_file(path, (json.dumps(payload, indent=2, default=float) + "\n").encode())
+    return path
