@@ -113,7 +113,7 @@ class QuantumCompressionHead(Head):
             # u = 0 encodes to theta = pi/2: an equal superposition, the neutral padding qubit.
             u = torch.nn.functional.pad(u, (0, pad))
         states = bloch_states(bloch_angles(u, self.tau()))
-        blocks = states.unflatten(-2, (self.n_blocks, self.out_dim)).unbind(dim=-3)
+        blocks = torch.unflatten(states, -2, (self.n_blocks, self.out_dim)).unbind(dim=-3)
         gates = self.gates()
         current = blocks[-1]
         for step, j in enumerate(range(self.n_blocks - 2, -1, -1)):
