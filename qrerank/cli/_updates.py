@@ -42,6 +42,7 @@ def resolve_model(args: argparse.Namespace) -> None:
             raise InputError("--append encodes the new documents; it cannot take --embeddings")
         index = DocumentIndex.load(args.out)
         try:
+            _check_kept_options(args, index)
             args.model = args.model or index.model
             args.raw = args.raw or not index.manifest["normalized"]
             args.runtime = args.runtime or index.runtime
@@ -50,6 +51,22 @@ def resolve_model(args: argparse.Namespace) -> None:
     elif args.embedding_ids is not None and args.embeddings is None:
         raise InputError("--embedding-ids names the rows of --embeddings FILE.npy; give that too")
     args.model = args.model or DEFAULT_MODEL
+
+
+def _check_kept_options(args: argparse.Namespace, index: DocumentIndex) -> None:
+    """``--append`` keeps how the index stores and searches: refuse a different setting, not ignore it."""
+    kept = {
+        "--kind": (args.kind, index.manifest["index"]["kind"]),
+        "--dtype": (args.dtype, index.dtype),
+        "--space": (args.space, index.space),
+        "--tau": (args.tau, index.tau),
+    }
+    for flag, (given, has) in kept.items():
+        if given is not None and given != has:
+            raise InputError(
+                f"--append keeps the index's settings: it has {flag} {has}, not {given}; "
+                f"drop {flag}, or rebuild the index without --append"
+            )
 
 
 def load_embeddings(path: str) -> np.ndarray:
@@ -95,8 +112,9 @@ def run_update(
         ids=ids,
         normalized=not args.raw,
         runtime=args.runtime,
-        kind=args.kind,
+        kind=args.kind or "flat",
         tau=args.tau,
         lexical=not args.no_lexical,
-        dtype=args.dtype,
+        dtype=args.dtype or "float32",
+        space=args.space or "cosine",
     )

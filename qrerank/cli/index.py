@@ -12,6 +12,7 @@ from qrerank.embed.base import Encoder
 from qrerank.embed.models import DEFAULT_MODEL, load_encoder
 from qrerank.errors import InputError
 from qrerank.index.directory import INDEX_KINDS, build_index
+from qrerank.index.manifest import DTYPES, SPACES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +24,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help=f"encoder name or path (default {DEFAULT_MODEL}; with --append the index's own)",
     )
-    p.add_argument("--kind", choices=INDEX_KINDS, default="flat", help="vector index (default flat)")
+    p.add_argument("--kind", choices=INDEX_KINDS, default=None, help="vector index (default flat)")
+    p.add_argument(
+        "--space",
+        choices=SPACES,
+        default=None,
+        help="what the first stage searches (default cosine): cosine of the embeddings, or angles: "
+        "top log-fidelity via FAISS L2 on the Bloch angles, scored exactly (needs a FAISS kind)",
+    )
     p.add_argument("--tau", type=positive_float, default=None, help="Bloch temperature for stored angles")
     p.add_argument(
         "--raw", action="store_true", help="store unnormalised pooled embeddings (the paper's input)"
@@ -35,9 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--dtype",
-        choices=("float32", "float16"),
-        default="float32",
-        help="storage dtype of the embeddings (float16: half the size; see BENCHMARKS.md, Storage)",
+        choices=DTYPES,
+        default=None,
+        help="storage dtype of the embeddings (default float32; float16: half the size; see BENCHMARKS.md)",
     )
     add_update_args(p)
     p.add_argument("--batch-size", type=positive_int, default=64)
@@ -84,15 +92,16 @@ def run(args: argparse.Namespace) -> int:
             docs,
             _encoder(args),
             out,
-            kind=args.kind,
+            kind=args.kind or "flat",
             tau=args.tau,
             batch_size=args.batch_size,
             show_progress=True,
             lexical=not args.no_lexical,
-            dtype=args.dtype,
+            dtype=args.dtype or "float32",
+            space=args.space or "cosine",
         )
     lexical = "" if index.lexical is None else ", BM25"
-    kind = index.manifest["index"]["kind"]
+    kind = index.manifest["index"]["kind"] + (", angle space" if index.space == "angles" else "")
     done = f"appended {len(docs)} documents, now {len(index)}," if args.append else f"indexed {len(index)} documents"
     write(
         f"{done} with {index.model} ({index.dim}-d, {kind}{lexical}) "

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from qrerank import __version__
 from qrerank._fs import sha256_file
-from qrerank.core.encoding import default_tau
+from qrerank.core.encoding import bloch_angles, default_tau
 from qrerank.embed.base import Encoder
 from qrerank.embed.runtime import encoder_runtime
 from qrerank.errors import IndexFormatError, InputError
@@ -41,6 +42,8 @@ from qrerank.index.manifest import (
     LEXICAL_FILE,
     MANIFEST,
     MAX_DIM,
+    SPACE_METRICS,
+    SPACES,
     required_files,
     vector_file,
 )
@@ -74,15 +77,20 @@ class IndexSpec:
     params: dict[str, Any] = field(default_factory=dict)
     dtype: str = "float32"
     lexical: bool = True
+    space: str = "cosine"
 
 
-def check_options(kind: str, dtype: str, lexical: bool) -> None:
-    """Refuse an unknown kind or dtype, or a missing BM25 extra, before any encoding."""
+def check_options(kind: str, dtype: str, lexical: bool, space: str = "cosine") -> None:
+    """Refuse an unknown kind, dtype or space, or a missing extra, before any encoding."""
     if kind not in INDEX_KINDS:
         raise InputError(f"unknown index kind {kind!r}; choose one of {', '.join(INDEX_KINDS)}")
     if dtype not in DTYPES:
         raise InputError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
-    if kind in ("ivf", "hnsw"):
+    if space not in SPACES:
+        raise InputError(f"unknown space {space!r}; choose one of {', '.join(SPACES)}")
+    if space == "angles" and kind == "exact":
+        raise InputError("space 'angles' needs a FAISS index: use kind flat, hnsw or ivf, not exact")
+    if kind in ("ivf", "hnsw") or space == "angles":
         from qrerank.index.faiss import _faiss
 
         _faiss()  # MissingExtraError naming [faiss] now, not after the encoding
@@ -126,13 +134,17 @@ def build_index(
     lock_timeout: float = 60.0,
     lexical: bool = True,
     dtype: str = "float32",
+    space: str = "cosine",
     chunk_size: int = DEFAULT_CHUNK,
 ) -> DocumentIndex:
     """Encode ``docs``, publish them as a new version of the index at ``out``, return it loaded.
 
     Encoding runs ``chunk_size`` documents at a time and resumes from the chunks a killed or
     failed run finished (``qrerank.index.staging``). ``dtype`` float16 stores the embeddings
-    at half the size (BENCHMARKS.md, Storage, gives its quality cost). ``lexical`` also stores a
+    at half the size (BENCHMARKS.md, Storage, gives its quality cost). ``space`` "angles" makes
+    the first stage search the Bloch angles (by fidelity, ``DocumentIndex.search``) instead of
+    the cosine of the embeddings: a FAISS file of the angles of ``kind`` flat, hnsw or ivf,
+    4 * d more bytes per document. ``lexical`` also stores a
     BM25 index (``qrerank.index.lexical``; needs bm25s and PyStemmer), which the ``lexical`` and
     ``fused`` search methods read. Encoding and BM25 run before the writer lock is taken;
     ``lock_timeout`` bounds the wait for another writer of ``out`` (then IndexBusyError).
@@ -140,7 +152,7 @@ def build_index(
     out = Path(out)
     check_ids(docs)
     check_target(out)
-    check_options(kind, dtype, lexical)
+    check_options(kind, dtype, lexical, space)
     t0 = time.perf_counter()
     staged = encode_staged(
         [d.content for d in docs],
@@ -161,6 +173,7 @@ def build_index(
         params=dict(index_params or {}),
         dtype=dtype,
         lexical=lexical,
+        space=space,
     )
     bm25 = BM25Scorer(docs) if lexical else None
     with publish(out, lock_timeout=lock_timeout, legacy_files=LEGACY_FILES) as draft:
@@ -187,6 +200,7 @@ def build_index_from_embeddings(
     lock_timeout: float = 60.0,
     lexical: bool = True,
     dtype: str = "float32",
+    space: str = "cosine",
 ) -> DocumentIndex:
     """Publish ``docs`` with the user's ``embeddings`` ``[n, d]`` (float16/32/64; no encoding).
 
@@ -201,7 +215,7 @@ def build_index_from_embeddings(
     order = _row_order(docs, ids, embeddings)
     dim = int(embeddings.shape[1])
     check_target(out)
-    check_options(kind, dtype, lexical)
+    check_options(kind, dtype, lexical, space)
     _check_embeddings(embeddings, normalized)
 
     def blocks() -> Iterator[np.ndarray]:
@@ -223,6 +237,7 @@ def build_index_from_embeddings(
         params=dict(index_params or {}),
         dtype=dtype,
         lexical=lexical,
+        space=space,
     )
     bm25 = BM25Scorer(docs) if lexical else None
     with publish(out, lock_timeout=lock_timeout, legacy_files=LEGACY_FILES) as draft:
@@ -289,12 +304,13 @@ def write_version(
 ) -> None:
     """Fill draft folder ``tmp`` with a complete version of ``count`` documents.
 
-    ``blocks()`` yields the embeddings ``[m, d]`` in row order; for hnsw/ivf ``ann`` (default a
-    new index) receives the unit vectors of rows ``ann_from:`` (an append adds only its rows).
+    ``blocks()`` yields the embeddings ``[m, d]`` in row order; where the kind and space keep a
+    FAISS file, ``ann`` (default a new index) receives the search vectors (:func:`ann_vectors`)
+    of rows ``ann_from:`` (an append adds only its rows).
     """
     write_matrix(tmp / DATA_FILE, "embeddings", (count, spec.dim), spec.dtype, blocks())
     params = dict(spec.params)
-    name = vector_file(spec.kind)
+    name = vector_file(spec.kind, space=spec.space)
     if name is not None:
         stored = map_tensors(tmp / DATA_FILE, {"embeddings": ((count, spec.dim), FLOAT_CODES[spec.dtype])})
         ann = fill_ann(ann, spec, stored["embeddings"], ann_from)
@@ -315,36 +331,49 @@ def write_version(
         "count": count,
         "tau": spec.tau,
         "dtype": spec.dtype,
-        "index": {"kind": spec.kind, "params": params},
+        "index": {"kind": spec.kind, "params": params, "space": spec.space},
         "encode_seconds": round(encode_s, 3),
         "lexical": lexical_entry,
         "files": {
             f: {"sha256": sha256_file(tmp / f), "bytes": (tmp / f).stat().st_size}
-            for f in required_files(spec.kind, lexical_entry is not None)
+            for f in required_files(spec.kind, lexical_entry is not None, space=spec.space)
         },
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def fill_ann(ann: FaissIndex | None, spec: IndexSpec, embeddings: np.ndarray, start: int) -> FaissIndex:
-    """Add the unit rows ``start:`` of ``embeddings`` to ``ann`` block by block (IVF trained first).
+def ann_vectors(embeddings: np.ndarray, space: str, tau: float) -> np.ndarray:
+    """What the FAISS file of ``space`` holds for embedding rows ``[m, d]``, float32 ``[m, d]``.
 
-    A new IVF index trains on a fixed sample of at most 256 rows per list (all rows for
+    "cosine": the unit rows (inner product = cosine). "angles": the Bloch angles
+    theta = tanh(u / tau) * pi/2 + pi/2, searched by L2: for small differences
+    log cos^2(x/2) = -x^2/4 + O(x^4), so -log F(a, b) ~ |theta_a - theta_b|^2 / 4.
+    """
+    if space == "angles":
+        return bloch_angles(torch.from_numpy(np.array(embeddings, dtype=np.float32)), tau).numpy()  # a writable copy
+    return unit_rows(embeddings)
+
+
+def fill_ann(ann: FaissIndex | None, spec: IndexSpec, embeddings: np.ndarray, start: int) -> FaissIndex:
+    """Add the search vectors of rows ``start:`` of ``embeddings`` to ``ann`` block by block.
+
+    A new IVF index trains first, on a fixed sample of at most 256 rows per list (all rows for
     n <= 256 * nlist, as FAISS's k-means would use), so equal inputs give equal indexes.
     """
     from qrerank.index.faiss import FaissIndex
 
     if ann is None:
-        ann = FaissIndex(spec.dim, spec.kind, **{k: v for k, v in spec.params.items() if v is not None})
+        params = {k: v for k, v in spec.params.items() if v is not None}
+        ann = FaissIndex(spec.dim, spec.kind, metric=SPACE_METRICS[spec.space], **params)
     if not ann.is_trained:
         n = len(embeddings)
         nlist = ann.nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))
         size = min(n, 256 * nlist)
         rows = np.sort(np.random.default_rng(0).choice(n, size, replace=False)) if size < n else slice(None)
-        ann.train(unit_rows(embeddings[rows]), nlist)
+        ann.train(ann_vectors(embeddings[rows], spec.space, spec.tau), nlist)
     for block in iter_blocks(embeddings, start):
         if len(block):  # a delete can empty a block
-            ann.add(unit_rows(block))
+            ann.add(ann_vectors(block, spec.space, spec.tau))
     return ann
 
 

@@ -5,7 +5,8 @@ An index path ``OUT`` holds immutable version folders and a pointer (``qrerank.i
     OUT/CURRENT                          the live version's name
     OUT/v-<time>-<hex>/manifest.json     format, model, dim, count, kind, tau, dtype, size + sha256 per file
     OUT/v-<time>-<hex>/embeddings.safetensors   "embeddings" [n, d] as encoded, float32 (or float16)
-    OUT/v-<time>-<hex>/vectors.faiss     hnsw and ivf only: the FAISS index over the unit vectors
+    OUT/v-<time>-<hex>/vectors.faiss     hnsw and ivf (and any kind of space "angles"): the FAISS
+                                         index over the unit vectors (or the Bloch angles)
     OUT/v-<time>-<hex>/docs.sqlite       doc_id, title, text, metadata per row
     OUT/v-<time>-<hex>/lexical.safetensors   BM25 terms of every document (unless --no-lexical;
                                              see qrerank.index.lexical)
@@ -30,6 +31,12 @@ open, so searches keep working after writers retire that folder (on POSIX an ope
 file survives its deletion; on Windows the folder stays until a later write can delete it). It
 never sees newer versions: load the path again to pick up the latest.
 
+The first stage searches one of two spaces (``index.space`` in the manifest, ``--space``):
+"cosine" (the default) finds the rows of highest cosine; "angles" finds the rows of highest
+log-fidelity: FAISS returns the ``ceil(oversample * k)`` rows nearest to the query's Bloch
+angles in L2 (the small-angle form of -log F), which are then scored exactly and cut to k
+(``DocumentIndex.search``; recall against an exact fidelity scan in BENCHMARKS.md).
+
 Loading trusts nothing in the folder: the file set is fixed by the format version and index
 kind, the manifest is validated field by field, every file's size must equal the manifest's
 and every tensor's shape is fixed by it before anything is mapped, files must be regular files
@@ -44,6 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -55,6 +63,7 @@ import torch
 
 from qrerank._fs import sha256_file
 from qrerank.core.encoding import bloch_angles
+from qrerank.core.fidelity import log_fidelity_angles_matrix
 from qrerank.embed.runtime import RUNTIMES
 from qrerank.errors import IndexFormatError
 from qrerank.index.base import VectorIndex
@@ -67,7 +76,9 @@ from qrerank.index.manifest import (
     INDEX_KINDS,
     LEXICAL_FILE,
     MANIFEST,
+    SPACE_METRICS,
     has_lexical,
+    index_space,
     read_manifest,
     regular_file_size,
     required_files,
@@ -86,6 +97,11 @@ log = logging.getLogger(__name__)
 # A load retries when a writer swapped the pointer while it read (and may have retired the
 # version it was reading); a failure with the pointer unchanged is the index's own fault.
 _LOAD_ATTEMPTS = 5
+
+# Candidates per result that an angle-space search takes from FAISS before scoring them
+# exactly: 2 recovers the exact fidelity top 100 with recall >= 0.99 (BENCHMARKS.md,
+# "Retrieval in state space").
+ANGLE_OVERSAMPLE = 2.0
 
 
 @dataclass
@@ -131,6 +147,11 @@ class DocumentIndex:
     @property
     def tau(self) -> float:
         return float(self.manifest["tau"])
+
+    @property
+    def space(self) -> str:
+        """The first-stage search space: "cosine" or "angles" (module docstring)."""
+        return index_space(self.manifest)
 
     @property
     def dtype(self) -> str:
@@ -215,7 +236,7 @@ class DocumentIndex:
         kind, dim, count = manifest["index"]["kind"], manifest["dim"], manifest["count"]
         files = manifest["files"]
         lexical = has_lexical(manifest)
-        names = required_files(kind, lexical, version)  # version, kind and flag fix the file set
+        names = required_files(kind, lexical, version, index_space(manifest))  # fixed by the manifest's schema
         for name in names:
             size = regular_file_size(root / name)
             if size != files[name]["bytes"]:
@@ -250,9 +271,36 @@ class DocumentIndex:
             stored_angles=data.get("angles"),
         )
 
-    def search(self, unit_queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k rows by cosine for ``[Q, dim]`` unit queries: (cosines, rows), -1 rows dropped by caller."""
-        return self.vectors.search(unit_queries, k)
+    def search(
+        self, queries: np.ndarray, k: int, *, oversample: float = ANGLE_OVERSAMPLE
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """First-stage top-k rows for query embeddings ``[Q, dim]`` in the index's space.
+
+        Returns (scores ``[Q, k']``, rows ``[Q, k']``), best first, k' = min(k, count); rows
+        of -1 (an IVF index with too few vectors in the probed lists) are dropped by the caller.
+        Space "cosine": the cosines of the unit rows. Space "angles": the exact log-fidelity
+        log F = sum_i log cos^2((theta_q,i - theta_d,i) / 2) of the best k of the
+        ``ceil(oversample * k)`` rows nearest in L2 on the angles (ties to the lower row).
+        """
+        q = np.asarray(queries, dtype=np.float32)
+        if self.space == "cosine":
+            return self.vectors.search(unit_rows(q), k)
+        if not oversample >= 1.0:
+            raise ValueError(f"oversample must be >= 1, got {oversample}")
+        theta = bloch_angles(torch.from_numpy(q), self.tau)
+        k = min(k, len(self))
+        _, pool = self.vectors.search(theta.numpy(), min(len(self), math.ceil(oversample * k)))
+        scores = np.full((len(q), k), -np.inf, dtype=np.float32)
+        rows = np.full((len(q), k), -1, dtype=np.int64)
+        for i, found in enumerate(pool):
+            found = found[found >= 0]
+            if not len(found):
+                continue
+            logf = log_fidelity_angles_matrix(theta[i : i + 1], torch.from_numpy(self.angles_of(found)))
+            logf_np = logf[0].numpy()
+            best = np.lexsort((found, -logf_np))[:k]
+            scores[i, : len(best)], rows[i, : len(best)] = logf_np[best], found[best]
+        return scores, rows
 
     def documents(self, rows: Sequence[int]) -> list[Document]:
         return self.store.get(rows)
@@ -274,7 +322,8 @@ def _load_vectors(root: Path, manifest: dict[str, Any], embeddings: np.ndarray, 
     """The search structure of a validated manifest; a FAISS file is walked before FAISS parses it."""
     version = manifest["format_version"]
     kind, dim, count = manifest["index"]["kind"], manifest["dim"], manifest["count"]
-    name = vector_file(kind, version)
+    space = index_space(manifest)
+    name = vector_file(kind, version, space)
     if name is None:  # format 2 flat/exact: search the embeddings in place
         return MatrixIndex(embeddings, kind)
     path = root / name
@@ -286,9 +335,11 @@ def _load_vectors(root: Path, manifest: dict[str, Any], embeddings: np.ndarray, 
     from qrerank.index.faiss import FaissIndex
 
     params = {k: v for k, v in manifest["index"].get("params", {}).items() if v is not None}
-    check_faiss_file(path, kind, dim, count, nlist=params.get("nlist") if kind == "ivf" else None)
+    metric = SPACE_METRICS[space]
+    nlist = params.get("nlist") if kind == "ivf" else None
+    check_faiss_file(path, kind, dim, count, nlist=nlist, metric=metric)
     try:
-        index = FaissIndex.load(path, dim, kind, **params)
+        index = FaissIndex.load(path, dim, kind, metric=metric, **params)
     except (RuntimeError, ValueError) as exc:  # FAISS raises RuntimeError for what it refuses
         raise IndexFormatError(f"cannot read {path}: {exc}") from exc
     if index.ntotal != count:

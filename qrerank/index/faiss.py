@@ -1,4 +1,4 @@
-"""FAISS inner-product indexes [faiss]: flat (exact), IVF and HNSW (approximate)."""
+"""FAISS indexes [faiss]: flat (exact), IVF and HNSW (approximate), by inner product or L2."""
 
 from __future__ import annotations
 
@@ -15,12 +15,24 @@ def _faiss() -> Any:
     return require("faiss", "faiss")
 
 
-class FaissIndex:
-    """A FAISS index with METRIC_INNER_PRODUCT.
+METRICS = ("ip", "l2")
 
-    ``kind``: "flat" (IndexFlatIP, exact), "ivf" (IndexIVFFlat; trained on the first ``add``,
-    ``nlist`` defaults to ~4 sqrt(n) capped by n/39 so each list gets FAISS's minimum training
-    points; ``nprobe`` lists searched) or "hnsw" (IndexHNSWFlat with ``m`` links, ``ef_search``).
+
+def _metric_code(metric: str) -> int:
+    faiss = _faiss()
+    if metric not in METRICS:
+        raise ValueError(f"unknown FAISS metric {metric!r}; choose ip or l2")
+    return int(faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2)
+
+
+class FaissIndex:
+    """A FAISS index with METRIC_INNER_PRODUCT (``metric="ip"``) or METRIC_L2 (``"l2"``).
+
+    ``kind``: "flat" (IndexFlatIP / IndexFlatL2, exact), "ivf" (IndexIVFFlat; trained on the
+    first ``add``, ``nlist`` defaults to ~4 sqrt(n) capped by n/39 so each list gets FAISS's
+    minimum training points; ``nprobe`` lists searched) or "hnsw" (IndexHNSWFlat with ``m``
+    links, ``ef_search``). :meth:`search` returns scores best first, so for L2 they are the
+    negated squared distances.
     """
 
     def __init__(
@@ -32,17 +44,21 @@ class FaissIndex:
         nprobe: int = 16,
         m: int = 32,
         ef_search: int = 128,
+        metric: str = "ip",
         index: Any = None,
     ) -> None:
         faiss = _faiss()
-        self.dim, self.kind = dim, kind
+        self.dim, self.kind, self.metric = dim, kind, metric
         self.nlist, self.nprobe, self.m, self.ef_search = nlist, nprobe, m, ef_search
+        code = _metric_code(metric)
         if index is not None:
+            if int(index.metric_type) != code:
+                raise ValueError(f"FAISS index has metric {int(index.metric_type)}, expected {metric} ({code})")
             self._index = index
         elif kind == "flat":
-            self._index = faiss.IndexFlatIP(dim)
+            self._index = faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
         elif kind == "hnsw":
-            self._index = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
+            self._index = faiss.IndexHNSWFlat(dim, m, code)
         elif kind == "ivf":
             self._index = None  # built on first add, when n is known
         else:
@@ -67,12 +83,12 @@ class FaissIndex:
         return self._index is not None
 
     def train(self, sample: np.ndarray, nlist: int | None = None) -> None:
-        """Train a new IVF index's ``nlist`` lists on ``sample`` ``[m, dim]`` unit vectors."""
+        """Train a new IVF index's ``nlist`` lists on ``sample`` ``[m, dim]`` (the vectors it will hold)."""
         x = check_vectors(sample, self.dim)
         faiss = _faiss()
         self.nlist = nlist or self.nlist or max(1, min(int(4 * np.sqrt(len(x))), len(x) // 39))
-        quantizer = faiss.IndexFlatIP(self.dim)
-        self._index = faiss.IndexIVFFlat(quantizer, self.dim, self.nlist, faiss.METRIC_INNER_PRODUCT)
+        quantizer = faiss.IndexFlatIP(self.dim) if self.metric == "ip" else faiss.IndexFlatL2(self.dim)
+        self._index = faiss.IndexIVFFlat(quantizer, self.dim, self.nlist, _metric_code(self.metric))
         self._index.train(x)
         self._apply_search_params()
 
@@ -93,6 +109,8 @@ class FaissIndex:
         if k == 0:
             return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
         scores, ids = self._index.search(q, k)
+        if self.metric == "l2":  # squared distances, ascending: negate so higher is better
+            scores = np.negative(scores, out=scores)
         return scores, ids.astype(np.int64)
 
     def save(self, path: Path) -> None:

@@ -199,11 +199,16 @@ def _check_header(path: Path, header: Any, tensors: dict[str, TensorSpec], data_
     return spans
 
 
+# FAISS's metric codes (METRIC_INNER_PRODUCT, METRIC_L2) by qrerank's metric names.
+_FAISS_METRICS = {"ip": (0, "inner product"), "l2": (1, "L2")}
+
+
 class _Walker:
     """Steps through a FAISS file, checking each declared length against the bytes left."""
 
-    def __init__(self, f: BinaryIO, size: int, path: Path) -> None:
+    def __init__(self, f: BinaryIO, size: int, path: Path, metric: str = "ip") -> None:
         self.f, self.size, self.path, self.pos = f, size, path, 0
+        self.metric = metric
 
     def fail(self, what: str) -> IndexFormatError:
         return IndexFormatError(
@@ -254,23 +259,26 @@ class _Walker:
             raise self.fail(f"{what} has dim {d} and {n} vectors, expected {dim} and {ntotal}")
         self.skip(8 + 8 + 1)  # two unused idx_t, is_trained
         metric = self.int(4)
-        if metric != 0:  # METRIC_INNER_PRODUCT
-            raise self.fail(f"{what} uses FAISS metric {metric}, expected inner product (0)")
+        want, name = _FAISS_METRICS[self.metric]
+        if metric != want:
+            raise self.fail(f"{what} uses FAISS metric {metric}, expected {name} ({want})")
 
     def flat(self, dim: int, ntotal: int, what: str) -> None:
-        self.header(b"IxFI", dim, ntotal, what)
+        self.header(b"IxFI" if self.metric == "ip" else b"IxF2", dim, ntotal, what)
         self.vector(f"{what} vectors", _F32, max_len=ntotal * dim, exact=ntotal * dim)
 
 
-def check_faiss_file(path: Path, kind: str, dim: int, count: int, *, nlist: int | None = None) -> None:
+def check_faiss_file(
+    path: Path, kind: str, dim: int, count: int, *, nlist: int | None = None, metric: str = "ip"
+) -> None:
     """Walk a FAISS file of ``kind`` written by qrerank and refuse any length it cannot back.
 
-    Covers IndexFlatIP ("flat"), IndexHNSWFlat ("hnsw") and IndexIVFFlat with array inverted
-    lists ("ivf"); the file must end where the structure does.
+    Covers IndexFlatIP/IndexFlatL2 ("flat"), IndexHNSWFlat ("hnsw") and IndexIVFFlat with array
+    inverted lists ("ivf"), of ``metric`` "ip" or "l2"; the file must end where the structure does.
     """
     size = path.stat().st_size
     with open(path, "rb", opener=nofollow_opener) as f:
-        w = _Walker(f, size, path)
+        w = _Walker(f, size, path, metric)
         if kind == "flat":
             w.flat(dim, count, "the index")
         elif kind == "hnsw":

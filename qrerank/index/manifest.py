@@ -11,6 +11,10 @@ Format versions: 1 stored ``vectors.faiss``/``vectors.safetensors`` for every ki
 ``embeddings.safetensors`` holds only "embeddings" in the manifest's ``dtype`` (float32 or
 float16), angles are computed from them, and only the approximate kinds (hnsw, ivf) keep a
 ``vectors.faiss``. Both are read; writers write version 2.
+
+``index.space`` (format 2; absent means "cosine") names what the first stage searches:
+"cosine" the unit embeddings by inner product, "angles" the Bloch angles by L2 (a FAISS file
+for every kind but exact, which has no angle search; see ``qrerank.index.directory``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ FORMAT_VERSION = 2
 READ_VERSIONS = (1, 2)
 DTYPES = ("float32", "float16")  # storage dtypes of "embeddings" (format 2); format 1 is float32
 INDEX_KINDS = ("flat", "ivf", "hnsw", "exact")
+SPACES = ("cosine", "angles")  # first-stage search spaces (module docstring)
+SPACE_METRICS = {"cosine": "ip", "angles": "l2"}  # the FAISS metric of each space's vectors
 MANIFEST = "manifest.json"
 DATA_FILE = "embeddings.safetensors"
 DOCS_FILE = "docs.sqlite"
@@ -49,17 +55,24 @@ _LEXICAL_KEYS = {*LEXICAL_FIXED, "k1", "b", "vocab", "nnz", "vocab_bytes", "libr
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-def vector_file(kind: str, version: int = FORMAT_VERSION) -> str | None:
+def vector_file(kind: str, version: int = FORMAT_VERSION, space: str = "cosine") -> str | None:
     """The ANN file of ``kind``; None where format ``version`` searches the embeddings themselves."""
     if version >= 2:
-        return None if kind in ("flat", "exact") else "vectors.faiss"
+        return None if kind in ("flat", "exact") and space == "cosine" else "vectors.faiss"
     return "vectors.safetensors" if kind == "exact" else "vectors.faiss"
 
 
-def required_files(kind: str, lexical: bool = False, version: int = FORMAT_VERSION) -> tuple[str, ...]:
+def required_files(
+    kind: str, lexical: bool = False, version: int = FORMAT_VERSION, space: str = "cosine"
+) -> tuple[str, ...]:
     """The files an index of ``kind`` (with a BM25 index if ``lexical``) consists of, beside manifest.json."""
-    vectors = vector_file(kind, version)
+    vectors = vector_file(kind, version, space)
     return (*((vectors,) if vectors else ()), DATA_FILE, DOCS_FILE, *((LEXICAL_FILE,) if lexical else ()))
+
+
+def index_space(manifest: dict[str, Any]) -> str:
+    """The first-stage search space of a validated manifest: "cosine" (the default) or "angles"."""
+    return str(manifest["index"].get("space", "cosine"))
 
 
 def stored_dtype(manifest: dict[str, Any]) -> str:
@@ -155,13 +168,22 @@ def validate_manifest(m: Any, where: Path) -> dict[str, Any]:
             f"got {_short(index)}"
         )
     _check_params(index.get("params", {}), index["kind"], where)
+    space = index.get("space", "cosine")
+    if space not in SPACES:
+        raise IndexFormatError(
+            f"{where}: field 'index.space' must be one of {', '.join(SPACES)}, got {_short(space)}"
+        )
+    if space == "angles" and (version < 2 or index["kind"] == "exact"):
+        raise IndexFormatError(
+            f"{where}: field 'index.space' is 'angles', which needs format 2 and a flat, ivf or hnsw index"
+        )
     if version >= 2 and m.get("dtype") not in DTYPES:
         raise bad("dtype", f"one of {', '.join(DTYPES)}")
     if version == 1 and "dtype" in m:
         raise bad("dtype", "absent in format version 1 (float32)")
     if m.get("lexical") is not None:
         _check_lexical(m["lexical"], where)
-    _check_files(m.get("files"), index["kind"], where, lexical=has_lexical(m), version=version)
+    _check_files(m.get("files"), index["kind"], where, lexical=has_lexical(m), version=version, space=space)
     return m
 
 
@@ -210,8 +232,8 @@ def _check_params(params: Any, kind: str, where: Path) -> None:
             )
 
 
-def _check_files(files: Any, kind: str, where: Path, *, lexical: bool, version: int) -> None:
-    required = required_files(kind, lexical, version)
+def _check_files(files: Any, kind: str, where: Path, *, lexical: bool, version: int, space: str) -> None:
+    required = required_files(kind, lexical, version, space)
     if not isinstance(files, dict):
         raise IndexFormatError(f"{where}: field 'files' must be an object, got {_short(files)}")
     for name in files:

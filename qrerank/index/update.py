@@ -10,7 +10,8 @@ What is reused and what is rebuilt:
 * embeddings: the stored rows are copied block by block (float16 stays float16, bit for bit);
   an append encodes only its new documents (chunked and resumable like a build,
   ``qrerank.index.staging``), with the index's own model, runtime, normalisation and tau;
-* ``flat``/``exact``: nothing else (they search the embeddings); ``hnsw``: an append adds the
+* ``flat``/``exact``: nothing else (they search the embeddings; a ``flat`` index of space
+  ``angles`` is extended or rebuilt like ``hnsw``); ``hnsw``: an append adds the
   new vectors to the stored graph, a delete builds the graph again from the stored vectors
   (FAISS's HNSW cannot remove); ``ivf``: the trained lists are kept, an append adds, a delete
   re-adds the remaining vectors (row numbers shift), neither retrains;
@@ -68,6 +69,7 @@ def spec_of(index: DocumentIndex) -> IndexSpec:
         params=dict(m["index"].get("params", {})),
         dtype=index.dtype,
         lexical=index.lexical is not None,
+        space=index.space,
     )
 
 
@@ -140,7 +142,7 @@ def append_documents(
             _check_new_ids(base, docs)
             spec = spec_of(base)
             bm25 = BM25Scorer([*base.store.all_documents(), *docs]) if spec.lexical else None
-            ann = base.vectors if vector_file(spec.kind) is not None else None
+            ann = base.vectors if vector_file(spec.kind, space=spec.space) is not None else None
             assert ann is None or isinstance(ann, FaissIndex)
             write_version(
                 draft.tmp,

@@ -13,6 +13,10 @@ fused      candidates = dense top-k UNION BM25 top-k; each scored by the reranke
            ``convex`` w * minmax(bm25) + (1 - w) * minmax(dense), w = ``lexical_weight``
 =========  ================================================================================
 
+The dense candidates ("dense top-k" above) come from the index's first-stage space: by cosine,
+or in an index built with ``--space angles`` by log-fidelity (``DocumentIndex.search``), so
+``fidelity`` then ranks the corpus's top-k fidelity documents, not cosine's.
+
 ``fused`` raises first-stage recall: a document that shares the query's words but that the
 encoder places far away is still a candidate. Documents with BM25 = 0 share no query term and
 are never lexical candidates. The lexical methods need an index built with its BM25 file
@@ -30,7 +34,7 @@ import torch
 
 from qrerank.core.fusion import RRF_K, convex_fusion, reciprocal_rank_fusion
 from qrerank.errors import IndexFormatError, InputError
-from qrerank.index.directory import DocumentIndex, unit_rows
+from qrerank.index.directory import DocumentIndex
 from qrerank.index.lexical import top_rows
 from qrerank.rerank.reranker import Reranker, ranked
 from qrerank.rerank.scoring import Method, Scores, parse_method
@@ -81,7 +85,7 @@ def parse_fusion(fusion: Fusion | str | None, lexical_weight: float | None) -> F
 
 
 class SearchPipeline:
-    """Query -> FAISS top-``k`` by cosine -> rerank with stored embeddings/angles -> top-``n``.
+    """Query -> first-stage top-``k`` (cosine or fidelity) -> rerank stored embeddings -> top-``n``.
 
     Candidates are never re-encoded: their embeddings and Bloch angles are read from the index.
     The reranker's encoder must be the model the index was built with, on the same runtime:
@@ -165,7 +169,7 @@ class SearchPipeline:
         return [replace(hit, index=rows_list[hit.index]) for hit in hits]
 
     def _dense_rows(self, q: torch.Tensor, k: int) -> list[int]:
-        _, rows = self.index.search(unit_rows(q.numpy()), k)
+        _, rows = self.index.search(q.numpy(), k)  # by cosine, or by fidelity in an angle-space index
         return [int(r) for r in rows[0] if r >= 0]  # IVF may return -1 for empty slots
 
     def _score_rows(
