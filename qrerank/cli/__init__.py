@@ -22,6 +22,7 @@ COMMANDS = (demo, index, delete, search, rerank, eval, train, serve, verify)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``qrerank`` parser with one subcommand per module of ``COMMANDS``."""
     parser = argparse.ArgumentParser(
         prog="qrerank", description="Quantum-inspired semantic reranking for RAG (arXiv 2501.04591)."
     )
@@ -34,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``qrerank`` entry point: parses ``argv``, runs the subcommand, returns the exit code.
+
+    0 on success, 2 with a one-line message on bad input or a failed file operation, 130 on
+    Ctrl-C, 141 when stdout closes early.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -10,6 +10,7 @@ from qrerank.errors import InputError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Adds ``qrerank delete`` and its options to the subcommand parsers ``sub``."""
     p = sub.add_parser(
         "delete",
         help="remove documents by id from an index (nothing is re-encoded; BM25 is rebuilt)",
@@ -23,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Runs ``qrerank delete`` with the parsed ``args``; returns the exit code."""
     from qrerank.index.update import delete_documents
 
     ids = [*args.ids, *(load_ids(args.delete_ids) if args.delete_ids is not None else [])]

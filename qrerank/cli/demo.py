@@ -16,6 +16,7 @@ from qrerank.rerank.reranker import Reranker
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Adds ``qrerank demo`` and its options to the subcommand parsers ``sub``."""
     p = sub.add_parser("demo", help="index the bundled corpus and compare quantum and cosine rankings")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"encoder (default {DEFAULT_MODEL})")
     p.add_argument("--top-n", type=positive_int, default=3, help="results per query (default 3)")
@@ -24,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Runs ``qrerank demo`` with the parsed ``args``; returns the exit code."""
     out = out_dir(args.out) if args.out else default_cache_dir() / "demo-index"
     data = resources.files("qrerank") / "data"
     with (

@@ -19,6 +19,7 @@ DEFAULT_METHODS = "bm25,cosine,fidelity,hybrid,rrf"
 
 
 def float_list(value: str) -> tuple[float, ...]:
+    """Argparse type: ``"0.1,0.5"`` -> ``(0.1, 0.5)``; empty or non-numeric is an ArgumentTypeError."""
     try:
         xs = tuple(float(x) for x in value.split(",") if x.strip())
     except ValueError:
@@ -29,6 +30,7 @@ def float_list(value: str) -> tuple[float, ...]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Adds ``qrerank eval`` and its options to the subcommand parsers ``sub``."""
     p = sub.add_parser(
         "eval",
         help="evaluate ranking methods on a BEIR-layout dataset folder",
@@ -81,6 +83,7 @@ def _command_line() -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Runs ``qrerank eval`` with the parsed ``args``; returns the exit code."""
     from qrerank.embed.models import load_encoder
     from qrerank.embed.runtime import parse_runtime
     from qrerank.errors import InputError

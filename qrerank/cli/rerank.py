@@ -14,6 +14,7 @@ BACKENDS = ("closed-form", "qiskit", "pennylane")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Adds ``qrerank rerank`` and its options to the subcommand parsers ``sub``."""
     p = sub.add_parser("rerank", help="rerank the documents of a JSONL file for a query")
     p.add_argument("query")
     p.add_argument("docs", help='JSONL, one {"text": ...} or BEIR {"_id", "title", "text"} per line')
@@ -29,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Runs ``qrerank rerank`` with the parsed ``args``; returns the exit code."""
     query = require_text(args.query, "query")
     docs = read_jsonl(args.docs)
     if not docs:

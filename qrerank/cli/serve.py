@@ -26,6 +26,7 @@ FLOAT_FLAGS = {
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Adds ``qrerank serve`` and its options to the subcommand parsers ``sub``."""
     p = sub.add_parser(
         "serve",
         help="serve Cohere/TEI-compatible rerank, search and embed over HTTP",
@@ -59,6 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Runs ``qrerank serve`` with the parsed ``args``; returns the exit code."""
     from qrerank.service.config import Settings
 
     floats: dict[str, Any] = {

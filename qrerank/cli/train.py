@@ -18,6 +18,7 @@ from qrerank.embed.models import DEFAULT_MODEL
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Adds ``qrerank train`` and its options to the subcommand parsers ``sub``."""
     p = sub.add_parser(
         "train",
         help="train a head (none|cosine|linear|qbec|angle) on a BEIR or STS-B folder, or triples JSONL",
@@ -70,6 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Runs ``qrerank train`` with the parsed ``args``; returns the exit code."""
     from qrerank.embed.runtime import parse_runtime
     from qrerank.errors import InputError
     from qrerank.train.trainer import TrainConfig, train

@@ -8,6 +8,7 @@ from qrerank.cli._common import write
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Adds ``qrerank verify`` and its options to the subcommand parsers ``sub``."""
     p = sub.add_parser(
         "verify",
         help="check an index fully: sha256 of every file, finite vectors, every document row",
@@ -19,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Runs ``qrerank verify`` with the parsed ``args``; returns the exit code."""
     from qrerank.index.directory import verify_index
 
     index = verify_index(args.index)  # IndexFormatError -> one line, exit 2

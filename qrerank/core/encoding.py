@@ -35,6 +35,7 @@ def bloch_angles(u: torch.Tensor, tau: float | torch.Tensor) -> torch.Tensor:
     Args:
         u: embeddings ``[..., d]``.
         tau: positive temperature, a float or a tensor broadcastable to ``u`` (learnable).
+
     Returns:
         ``[..., d]`` angles, same dtype as ``u``.
     """

@@ -61,8 +61,10 @@ def mpnet_model_path(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     Args:
         cache_dir: folder that holds assembled models; default ``$QRERANK_CACHE_DIR/models``
             or ``~/.cache/qrerank/models``. The model goes to ``<cache_dir>/all-mpnet-base-v2``.
+
     Returns:
         The model folder, loadable with ``SentenceTransformer(str(path))``.
+
     Raises:
         ModelNotFoundError: a part package is not installed (and no complete folder is cached),
             or the joined parts are not a valid model archive.

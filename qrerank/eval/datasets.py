@@ -31,8 +31,11 @@ _REL_LEVEL = re.compile(r"relevance\s*(?:>=|≥)\s*(\d+)", re.IGNORECASE)
 
 
 def read_qrels(path: str | os.PathLike[str]) -> Qrels:
-    """BEIR qrels (``qid docid grade``, tab or space separated, optional header) or TREC qrels
-    (``qid 0 docid grade``) -> ``{qid: {docid: grade}}``."""
+    """A qrels file -> ``{qid: {docid: grade}}``.
+
+    BEIR qrels (``qid docid grade``, tab or space separated, optional header) or TREC qrels
+    (``qid 0 docid grade``).
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"no qrels file: {path}")
@@ -61,8 +64,10 @@ def read_qrels(path: str | os.PathLike[str]) -> Qrels:
 
 
 def read_run(path: str | os.PathLike[str]) -> dict[str, list[tuple[str, float]]]:
-    """A TREC run file -> ``{qid: [(docid, score), ...]}`` sorted as trec_eval ranks it
-    (score descending; the file's rank column breaks ties)."""
+    """A TREC run file -> ``{qid: [(docid, score), ...]}`` sorted as trec_eval ranks it.
+
+    Score descending; the file's rank column breaks ties.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"no run file: {path}")

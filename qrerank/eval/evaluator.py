@@ -53,6 +53,8 @@ Run = dict[str, dict[str, float]]
 
 
 class Protocol(StrEnum):
+    """How each query's candidate list is built (see the module docstring)."""
+
     FULL = "full"
     RERANK = "rerank"
     JUDGED = "judged"
@@ -86,6 +88,7 @@ class EvalConfig:
 
 
 def parse_protocol(value: Protocol | str) -> Protocol:
+    """``value`` as a Protocol; an unknown name is an InputError listing the choices."""
     try:
         return Protocol(value)
     except ValueError:
@@ -168,7 +171,7 @@ def _tune_weight(
     return max(weights, key=lambda w: curve[w][PRIMARY_METRIC]), curve
 
 
-def evaluate(cfg: EvalConfig, *, encoder: Encoder | None = None) -> dict[str, Any]:
+def evaluate(cfg: EvalConfig, *, encoder: Encoder | None = None) -> dict[str, Any]:  # noqa: C901 (issue 13 item 3 splits it into steps)
     """Run every method of ``cfg`` on one dataset split. See the module docstring.
 
     Returns a dict with ``primary_metric``, ``metrics`` (method -> metric -> fraction),

@@ -74,8 +74,11 @@ def environment() -> dict[str, Any]:
 
 
 def write_results(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
-    """Write a benchmark's results as JSON atomically (a killed run leaves the old file), with
-    the environment of :func:`environment` unless the payload carries its own; returns the path."""
+    """Write a benchmark's results as JSON atomically (a killed run leaves the old file).
+
+    The payload gets the environment of :func:`environment` unless it carries its own; returns
+    the path.
+    """
     from qrerank._fs import replace_file
 
     path = Path(path)

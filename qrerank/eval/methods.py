@@ -68,6 +68,8 @@ CONVEX_WEIGHT = 0.3  # BM25 weight of convex / convex-fidelity without a tuning 
 
 
 class MethodKind(StrEnum):
+    """The kinds of method ``qrerank eval`` compares: ``PLAIN_METHODS``, ``run:NAME`` and ``head:PATH``."""
+
     BM25 = "bm25"
     COSINE = "cosine"
     FIDELITY = "fidelity"
@@ -103,8 +105,11 @@ NEEDS_RUN_SCORES = {MethodKind.FIRST, MethodKind.RRF_RUN, MethodKind.FUSED_RUN}
 
 @dataclass(frozen=True, kw_only=True)
 class MethodSpec:
-    """One method to evaluate; ``arg`` is the run name or head path, tau/alpha/weight its parameters
-    (``weight``: the BM25 weight of the convex methods)."""
+    """One method to evaluate.
+
+    ``arg`` is the run name or head path, tau/alpha/weight its parameters (``weight``: the BM25
+    weight of the convex methods).
+    """
 
     kind: MethodKind
     arg: str = ""

@@ -38,7 +38,7 @@ class Comparison:
 
     @property
     def mark(self) -> str:
-        """ "▲" significantly better, "▼" significantly worse, "" otherwise."""
+        """A mark: "▲" significantly better, "▼" significantly worse, "" otherwise."""
         if not self.significant:
             return ""
         return "▲" if self.mean_diff > 0 else "▼"

@@ -227,6 +227,7 @@ def evaluate_sts(
 
 
 def format_sts_table(result: dict[str, Any]) -> str:
+    """A Markdown table of an :func:`evaluate_sts` result: Spearman, its CI against cosine, Pearson."""
     meta, m, ci = result["meta"], result["metrics"], result["spearman_diff_vs_cosine"]
     tuned = meta["tuning"]
     lines = [
@@ -269,6 +270,7 @@ def format_sts_table(result: dict[str, Any]) -> str:
 
 
 def write_sts_outputs(result: dict[str, Any], out_dir: str | os.PathLike[str]) -> dict[str, Path]:
+    """Write metrics.json, meta.json, table.md and the sweep plots that could be drawn; returns the paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = {"metrics": out / "metrics.json", "meta": out / "meta.json", "table": out / "table.md"}

@@ -150,9 +150,8 @@ def _inside(folder: Path, name: Any, field: str) -> Path:
     return path
 
 
-def _read_config(folder: Path) -> dict[str, Any]:
-    """config.json of a head folder, parsed and schema-checked (values too), nothing built yet."""
-    cfg_path = _inside(folder, CONFIG_FILE, "config file")
+def _read_json_object(cfg_path: Path) -> dict[str, Any]:
+    """The JSON object in ``cfg_path`` (at most MAX_CONFIG_BYTES); anything else is a HeadFormatError."""
     try:
         size = cfg_path.stat().st_size
         raw = cfg_path.read_bytes() if size <= MAX_CONFIG_BYTES else b""
@@ -172,6 +171,13 @@ def _read_config(folder: Path) -> dict[str, Any]:
         raise HeadFormatError(f"{cfg_path} is not a valid head config ({str(exc).split(';')[0]})") from None
     if not isinstance(cfg, dict):
         raise HeadFormatError(f"{cfg_path} must hold a JSON object, not {type(cfg).__name__}")
+    return cfg
+
+
+def _read_config(folder: Path) -> dict[str, Any]:
+    """config.json of a head folder, parsed and schema-checked (values too), nothing built yet."""
+    cfg_path = _inside(folder, CONFIG_FILE, "config file")
+    cfg = _read_json_object(cfg_path)
     if cfg.get("format_version", HEAD_FORMAT_VERSION) != HEAD_FORMAT_VERSION:
         raise HeadFormatError(
             f"{cfg_path}: field format_version is {cfg['format_version']!r:.20}, this qrerank reads "

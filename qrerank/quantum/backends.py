@@ -26,6 +26,8 @@ ScoreFn = Callable[[torch.Tensor, torch.Tensor, int | None, int | None, int], to
 
 
 class Backend(StrEnum):
+    """Fidelity backends: the closed form, or a circuit simulated by Qiskit or PennyLane."""
+
     CLOSED_FORM = "closed-form"
     QISKIT = "qiskit"
     PENNYLANE = "pennylane"
@@ -83,6 +85,7 @@ def score_log_fidelity(
         backend: "closed-form" | "qiskit" | "pennylane".
         shots: None for exact simulation; a positive int for a shot estimate (simulators only).
         seed: fixes the simulators' sampling. block_size: qubits simulated per circuit.
+
     Returns:
         ``[D]`` log F in the inputs' floating dtype (computed in float64).
     """

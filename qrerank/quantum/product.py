@@ -84,6 +84,7 @@ def bernoulli_variance(p_hat: torch.Tensor, shots: int) -> torch.Tensor:
 
 
 def check_shots(shots: int) -> None:
+    """Raise ValueError unless ``shots`` is a positive int (bool is not)."""
     if isinstance(shots, bool) or not isinstance(shots, int) or shots <= 0:
         raise ValueError(f"shots must be a positive int, got {shots!r}")
 

@@ -15,6 +15,8 @@ from qrerank.core.similarity import cosine_matrix, similarity
 
 
 class Method(StrEnum):
+    """Rerank methods: cosine, fidelity, or their min-max blend (hybrid)."""
+
     COSINE = "cosine"
     FIDELITY = "fidelity"
     HYBRID = "hybrid"
@@ -24,6 +26,7 @@ METHODS = tuple(m.value for m in Method)
 
 
 def parse_method(method: Method | str) -> Method:
+    """``method`` as a Method; an unknown name is a ValueError listing the choices."""
     try:
         return Method(method)
     except ValueError:

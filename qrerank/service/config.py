@@ -116,8 +116,11 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Defaults, then ``QRERANK_*`` variables of ``env`` (default ``os.environ``), then
-        ``overrides`` whose value is not None."""
+        """Settings from three layers, each over the one before.
+
+        Defaults, then ``QRERANK_*`` variables of ``env`` (default ``os.environ``), then
+        ``overrides`` whose value is not None.
+        """
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for f in fields(cls):
@@ -132,8 +135,10 @@ class Settings:
 
     @classmethod
     def parse(cls, name: str, raw: str, source: str) -> Any:
-        """``raw`` text for setting ``name`` as its type (e.g. a flag's value); ``source`` names
-        where it came from in the error (``--tau``)."""
+        """``raw`` text for setting ``name`` as its type (e.g. a flag's value).
+
+        ``source`` names where the text came from in the error (``--tau``).
+        """
         types = {f.name: str(f.type) for f in fields(cls)}
         if name not in types:
             raise InputError(f"unknown setting {name!r}")

@@ -102,8 +102,11 @@ def load_reranker(
 
 
 def reranker_for(settings: Settings, index: Any = None) -> Reranker:
-    """The Reranker to serve ``index`` (a DocumentIndex or None) with: its model and runtime by
-    default; a runtime setting other than the index's is an InputError."""
+    """The Reranker to serve ``index`` (a DocumentIndex or None) with.
+
+    The index's model and runtime by default; a runtime setting other than the index's is an
+    InputError.
+    """
     from qrerank.embed.runtime import runtime_for_index
 
     if index is None:
