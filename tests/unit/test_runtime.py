@@ -167,6 +167,13 @@ def test_onnx_vectors_match_torch(tiny: Path, cache_dir: Path) -> None:
         assert np.abs(vecs - ref).max() < tol
 
 
+def test_onnx_workers_sleep_between_runs(tiny: Path, cache_dir: Path) -> None:
+    # spinning ORT workers slow the torch scoring that follows a query encode (qrerank.embed.onnx)
+    enc = load_encoder(str(tiny), runtime="onnx-int8", cache=False)
+    session = qonnx._text_transformer(enc.model).model.session  # type: ignore[attr-defined]
+    assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_export_is_written_once_and_reused(tiny: Path, cache_dir: Path, calls: dict[str, int]) -> None:
     load_encoder(str(tiny), runtime="onnx-int8", cache=False)
     assert calls == {"export": 1, "quantize": 1}  # int8 is quantized from the (kept) fp32 export
