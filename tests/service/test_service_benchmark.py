@@ -36,6 +36,10 @@ def test_table_reports_speed_up_against_the_baseline() -> None:
     ]
     text = load.table(rows)
     assert "| 8 | qrerank |" in text and "1.50x" in text and "1.00x" in text
+    int8 = {"server": load.server_name("onnx-int8"), "concurrency": 8, "throughput_rps": 3.0, **row}
+    lines = load.table([*rows, int8]).splitlines()[2:]
+    assert [line.split("|")[2].strip() for line in lines] == ["qrerank", "qrerank-onnx-int8", "baseline"]
+    assert "3.00x" in lines[1] and load.server_name("torch") == "qrerank"
 
 
 RELIABILITY = Path(__file__).resolve().parents[2] / "benchmarks" / "reliability_service.py"
