@@ -346,7 +346,7 @@ def plot_lines(
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:  # noqa: C901 - flat driver: options, run grid, tables
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("experiment", choices=("methods", "scarcity", "compression"))
     p.add_argument("--data", choices=tuple(SETUPS), default="scifact")

@@ -46,8 +46,11 @@ frac_float = number(float, "a number in (0, 1]", low=0.0, high=1.0, low_open=Tru
 
 
 def add_runtime_arg(p: argparse.ArgumentParser, default: str = "torch") -> None:
-    """``--runtime``: parsed later by :func:`qrerank.embed.runtime.parse_runtime`, so an unknown
-    name is the usual one-line error (exit 2) that lists the choices."""
+    """The ``--runtime`` argument (the encoder runtime).
+
+    Parsed later by :func:`qrerank.embed.runtime.parse_runtime`, so an unknown name is the usual
+    one-line error (exit 2) that lists the choices.
+    """
     from qrerank.embed.runtime import RUNTIMES
 
     p.add_argument(

@@ -16,6 +16,7 @@ from qrerank.index.manifest import DTYPES, SPACES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Adds ``qrerank index`` and its options to the subcommand parsers ``sub``."""
     p = sub.add_parser("index", help="index a JSONL file, a BEIR corpus or a folder of .txt/.md files")
     p.add_argument("src", help="docs.jsonl, a BEIR dataset dir (corpus.jsonl) or a folder of text files")
     p.add_argument("--out", required=True, help="index directory to write (replaced atomically)")
@@ -82,6 +83,7 @@ def _encoder(args: argparse.Namespace) -> Encoder:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Runs ``qrerank index`` with the parsed ``args``; returns the exit code."""
     out = out_dir(args.out)
     docs = load_corpus(args.src)
     resolve_model(args)

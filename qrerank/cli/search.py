@@ -22,6 +22,7 @@ from qrerank.rerank.scoring import METHODS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Adds ``qrerank search`` and its options to the subcommand parsers ``sub``."""
     p = sub.add_parser("search", help="search an index directory and rerank the candidates")
     p.add_argument("index_dir", help="directory written by `qrerank index`")
     p.add_argument("query")
@@ -36,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Runs ``qrerank search`` with the parsed ``args``; returns the exit code."""
     query = require_text(args.query, "query")
     # lexical / fused are search methods; fused's dense score is cosine, the combination measured
     # best (benchmarks/search_fusion.py). Without --method: fused where the index has BM25.

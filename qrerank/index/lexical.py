@@ -1,4 +1,4 @@
-"""BM25 over a document collection (``bm25s``): the one implementation eval and index folders use.
+r"""BM25 over a document collection (``bm25s``): the one implementation eval and index folders use.
 
 Okapi BM25, Lucene variant, with Anserini's defaults k1 = 0.9, b = 0.4::
 
@@ -16,7 +16,7 @@ unpickled)::
     data     F32 [nnz]          the precomputed terms, column by column
     indices  I32 [nnz]          their document rows
     indptr   I64 [vocab + 1]    column t (token id t) spans data[indptr[t]:indptr[t + 1]]
-    vocab    U8  [vocab_bytes]  the tokens of ids 0..vocab-1, UTF-8, each followed by "\\n"
+    vocab    U8  [vocab_bytes]  the tokens of ids 0..vocab-1, UTF-8, each followed by "\n"
                                 (tokens are runs of word characters, so none holds one)
 
 The manifest's ``lexical`` object gives vocab, nnz and vocab_bytes, so the file's exact size is

@@ -141,34 +141,53 @@ def validate_manifest(m: Any, where: Path) -> dict[str, Any]:
             f"{where.parent} has index format version {_short(version)}, this qrerank reads versions "
             f"{', '.join(map(str, READ_VERSIONS))}; rebuild it with `qrerank index`"
         )
+    _check_identity(m, where)
+    index: Any = m.get("index")
+    space = _check_index(index, version, where)
+    if version >= 2 and m.get("dtype") not in DTYPES:
+        raise _bad(m, "dtype", f"one of {', '.join(DTYPES)}", where)
+    if version == 1 and "dtype" in m:
+        raise _bad(m, "dtype", "absent in format version 1 (float32)", where)
+    if m.get("lexical") is not None:
+        _check_lexical(m["lexical"], where)
+    _check_files(m.get("files"), index["kind"], where, lexical=has_lexical(m), version=version, space=space)
+    return m
 
-    def bad(field: str, want: str) -> IndexFormatError:
-        return IndexFormatError(f"{where}: field {field!r} must be {want}, got {_short(m.get(field))}")
 
+def _bad(m: dict[str, Any], field: str, want: str, where: Path) -> IndexFormatError:
+    """The error for a top-level manifest field ``field`` that is not ``want``."""
+    return IndexFormatError(f"{where}: field {field!r} must be {want}, got {_short(m.get(field))}")
+
+
+def _check_identity(m: dict[str, Any], where: Path) -> None:
+    """The fields describing the vectors: model, dim, count, normalized, tau, and the strings."""
     if not isinstance(m.get("model"), str) or not 0 < len(m["model"]) <= 1000:
-        raise bad("model", "a non-empty string")
+        raise _bad(m, "model", "a non-empty string", where)
     if not _is_int(m.get("dim")) or not 0 < m["dim"] <= MAX_DIM:
-        raise bad("dim", f"an integer in 1..{MAX_DIM}")
+        raise _bad(m, "dim", f"an integer in 1..{MAX_DIM}", where)
     if not _is_int(m.get("count")) or not 0 < m["count"] <= MAX_COUNT:
-        raise bad("count", f"an integer in 1..{MAX_COUNT}")
+        raise _bad(m, "count", f"an integer in 1..{MAX_COUNT}", where)
     if not isinstance(m.get("normalized"), bool):
-        raise bad("normalized", "true or false")
+        raise _bad(m, "normalized", "true or false", where)
     tau = m.get("tau")
     if not _is_number(tau) or not math.isfinite(tau) or tau <= 0:
-        raise bad("tau", "a finite number > 0")
+        raise _bad(m, "tau", "a finite number > 0", where)
     for field in ("qrerank_version", "created"):
         if field in m and not isinstance(m[field], str):
-            raise bad(field, "a string")
+            raise _bad(m, field, "a string", where)
     if "encode_seconds" in m and not (_is_number(m["encode_seconds"]) and math.isfinite(m["encode_seconds"])):
-        raise bad("encode_seconds", "a number")
-    index = m.get("index")
+        raise _bad(m, "encode_seconds", "a number", where)
+
+
+def _check_index(index: Any, version: int, where: Path) -> str:
+    """The ``index`` object: its kind, params and first-stage space; returns the space."""
     if not isinstance(index, dict) or index.get("kind") not in INDEX_KINDS:
         raise IndexFormatError(
             f"{where}: field 'index' must be an object whose 'kind' is one of {', '.join(INDEX_KINDS)}, "
             f"got {_short(index)}"
         )
     _check_params(index.get("params", {}), index["kind"], where)
-    space = index.get("space", "cosine")
+    space: str = index.get("space", "cosine")
     if space not in SPACES:
         raise IndexFormatError(
             f"{where}: field 'index.space' must be one of {', '.join(SPACES)}, got {_short(space)}"
@@ -177,14 +196,7 @@ def validate_manifest(m: Any, where: Path) -> dict[str, Any]:
         raise IndexFormatError(
             f"{where}: field 'index.space' is 'angles', which needs format 2 and a flat, ivf or hnsw index"
         )
-    if version >= 2 and m.get("dtype") not in DTYPES:
-        raise bad("dtype", f"one of {', '.join(DTYPES)}")
-    if version == 1 and "dtype" in m:
-        raise bad("dtype", "absent in format version 1 (float32)")
-    if m.get("lexical") is not None:
-        _check_lexical(m["lexical"], where)
-    _check_files(m.get("files"), index["kind"], where, lexical=has_lexical(m), version=version, space=space)
-    return m
+    return space
 
 
 def _check_lexical(lex: Any, where: Path) -> None:

@@ -45,8 +45,11 @@ def write_store(path: Path, docs: Iterable[Document]) -> None:
 
 
 def copy_store(src: Path, dst: Path, *, drop: Iterable[int] = (), append: Iterable[Document] = ()) -> int:
-    """Write a new store ``dst``: the rows of ``src`` except ``drop`` (renumbered from 0, order
-    kept), then ``append``. Returns the row count. SQLite copies the kept rows itself."""
+    """Write a new store ``dst``: the rows of ``src`` except ``drop``, then ``append``.
+
+    Rows are renumbered from 0, order kept; SQLite copies the kept rows itself. Returns the row
+    count.
+    """
     conn = sqlite3.connect(dst)
     try:
         conn.execute(_SCHEMA)

@@ -48,6 +48,8 @@ LEXICAL_WEIGHT = 0.5
 
 
 class SearchMethod(StrEnum):
+    """Search methods: cosine, fidelity, hybrid, lexical (BM25) or fused (see the module docstring)."""
+
     COSINE = "cosine"
     FIDELITY = "fidelity"
     HYBRID = "hybrid"
@@ -56,6 +58,8 @@ class SearchMethod(StrEnum):
 
 
 class Fusion(StrEnum):
+    """How ``fused`` search combines its dense and BM25 scores: reciprocal rank or convex."""
+
     RRF = "rrf"
     CONVEX = "convex"
 
@@ -65,6 +69,7 @@ FUSIONS = tuple(f.value for f in Fusion)
 
 
 def parse_search_method(method: SearchMethod | Method | str) -> SearchMethod:
+    """``method`` as a SearchMethod; an unknown name is an InputError listing the choices."""
     try:
         return SearchMethod(method)
     except ValueError:

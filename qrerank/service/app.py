@@ -85,6 +85,7 @@ _UNION_TAGS = frozenset({"cohere", "tei"})
 
 
 def error(status: int, message: str, kind: str, field: str | None = None, **headers: str) -> JSONResponse:
+    """A JSON error response: ``status``, an ErrorBody of ``message``, ``kind``, ``field``; ``headers``."""
     body = s.ErrorBody(message=message, type=kind, field=field).model_dump()
     return JSONResponse(body, status_code=status, headers=headers or None)
 
@@ -161,28 +162,31 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """The response to a request FastAPI could not validate: 400 malformed JSON, 415 not JSON, else 422."""
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request", "type": ""}
+    if first.get("type") == "json_invalid":
+        ctx = first.get("ctx")
+        reason = ctx.get("error", "") if isinstance(ctx, dict) else ""
+        return error(400, f"malformed JSON body: {reason}".rstrip(": "), "malformed_json", "body")
+    if isinstance(first.get("input"), bytes):
+        return error(
+            415,
+            "the body must be JSON (Content-Type: application/json)",
+            "unsupported_media_type",
+            "body",
+        )
+    field = _field(tuple(first.get("loc", ())))
+    msg = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+    if first.get("type") == "missing" and field == "body":
+        msg = "a JSON request body is required"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return error(422, f"{field}: {msg}{more}", "invalid_field", field)
+
+
 def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request", "type": ""}
-        if first.get("type") == "json_invalid":
-            ctx = first.get("ctx")
-            reason = ctx.get("error", "") if isinstance(ctx, dict) else ""
-            return error(400, f"malformed JSON body: {reason}".rstrip(": "), "malformed_json", "body")
-        if isinstance(first.get("input"), bytes):
-            return error(
-                415,
-                "the body must be JSON (Content-Type: application/json)",
-                "unsupported_media_type",
-                "body",
-            )
-        field = _field(tuple(first.get("loc", ())))
-        msg = str(first.get("msg", "invalid")).removeprefix("Value error, ")
-        if first.get("type") == "missing" and field == "body":
-            msg = "a JSON request body is required"
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        return error(422, f"{field}: {msg}{more}", "invalid_field", field)
+    app.exception_handler(RequestValidationError)(_invalid_request)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -314,17 +318,20 @@ def _install_docs(app: FastAPI) -> None:
         )
 
 
-def create_app(
+def create_app(  # noqa: C901 - routes inline until issue 13 item 3 splits them into routers
     settings: Settings | None = None,
     reranker: Reranker | None = None,
     index: Any = None,
     *,
     batcher: BatcherFactory = MicroBatcher,
 ) -> FastAPI:
-    """The service app. ``reranker`` skips model loading (tests pass a HashingEncoder one);
-    ``index``, a loaded DocumentIndex, skips loading ``settings.index`` again (``qrerank serve``
-    loads it first, to refuse a corrupt index with one line before uvicorn starts); ``batcher``
-    builds the micro-batcher (Ray Serve replicas pass ``qrerank.service.ray.ServeBatcher``)."""
+    """The service app.
+
+    ``reranker`` skips model loading (tests pass a HashingEncoder one); ``index``, a loaded
+    DocumentIndex, skips loading ``settings.index`` again (``qrerank serve`` loads it first, to
+    refuse a corrupt index with one line before uvicorn starts); ``batcher`` builds the
+    micro-batcher (Ray Serve replicas pass ``qrerank.service.ray.ServeBatcher``).
+    """
     settings = settings or Settings()
     engine = Engine(settings, reranker, index, batcher)
     metrics = ServiceMetrics(queue_depth=lambda: engine.queue_depth)

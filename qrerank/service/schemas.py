@@ -123,10 +123,14 @@ class CohereRerankRequest(_Body):
 
 
 class RerankDocument(_Out):
+    """A reranked document's text, returned with ``return_documents``."""
+
     text: str
 
 
 class CohereResult(_Out):
+    """One Cohere rerank result: the document's index, its scores, its text if asked."""
+
     index: int
     relevance_score: float = Field(description=RELEVANCE)
     document: RerankDocument | None = None
@@ -135,14 +139,20 @@ class CohereResult(_Out):
 
 
 class ApiVersion(_Out):
+    """The API version in a Cohere response's ``meta``."""
+
     version: str = "2"
 
 
 class BilledUnits(_Out):
+    """The billed units in a Cohere response's ``meta`` (always one search unit)."""
+
     search_units: int = 1
 
 
 class CohereMeta(_Out):
+    """A Cohere rerank response's ``meta``: API version, billed units, and the model, method and alpha."""
+
     api_version: ApiVersion = Field(default_factory=ApiVersion)
     billed_units: BilledUnits = Field(default_factory=BilledUnits)
     model: str
@@ -151,6 +161,8 @@ class CohereMeta(_Out):
 
 
 class CohereRerankResponse(_Out):
+    """A Cohere rerank response (v1 and v2): the results, best first, and ``meta``."""
+
     id: str
     results: list[CohereResult]
     meta: CohereMeta
@@ -173,6 +185,8 @@ class TEIRerankRequest(_Body):
 
 
 class TEIRank(_Out):
+    """One text-embeddings-inference rerank result: the text's index, its scores, its text if asked."""
+
     index: int
     score: float = Field(description=RELEVANCE + "; with raw_scores the unmapped ranking score")
     text: str | None = None
@@ -184,6 +198,8 @@ class TEIRank(_Out):
 
 
 class SearchRequest(_Body):
+    """A /search request: retrieve top-k candidates from the index, rerank, return top-n."""
+
     query: Query
     k: int = Field(
         default=100, ge=1, strict=True, description="candidates retrieved from the index by cosine"
@@ -204,6 +220,8 @@ class SearchRequest(_Body):
 
 
 class SearchHit(_Out):
+    """One /search result: the stored document, its rank and its scores."""
+
     index: int = Field(description="row in the index")
     rank: int
     doc_id: str
@@ -218,12 +236,16 @@ class SearchHit(_Out):
 
 
 class SearchResponse(_Out):
+    """A /search response: the model, the method and the results, best first."""
+
     model: str
     method: SearchMethod
     results: list[SearchHit]
 
 
 class EmbedRequest(_Body):
+    """An /embed request: texts to embed, optionally with their Bloch angles."""
+
     texts: list[Text] = Field(min_length=1)
     angles: bool = Field(default=False, description="also return Bloch polar angles theta in (0, pi)")
     tau: float | None = Field(
@@ -233,12 +255,16 @@ class EmbedRequest(_Body):
 
 
 class Embedding(_Out):
+    """One text's embedding (and Bloch angles if asked) in an /embed response."""
+
     index: int
     embedding: list[float]
     angles: list[float] | None = None
 
 
 class EmbedResponse(_Out):
+    """An /embed response: the model, dimension, tau and one embedding per text."""
+
     model: str
     dim: int
     tau: float | None = None
@@ -249,12 +275,16 @@ class EmbedResponse(_Out):
 
 
 class IndexInfo(_Out):
+    """The loaded index in a /health response: its directory name, size and model."""
+
     name: str = Field(description="the index directory's name (never its path: /health is public)")
     documents: int
     model: str
 
 
 class Health(_Out):
+    """A /health response: version, model, dimension, method, queue depth and the loaded index."""
+
     status: Literal["ok"] = "ok"
     version: str
     model: str
@@ -265,6 +295,8 @@ class Health(_Out):
 
 
 class ErrorBody(_Out):
+    """The JSON body of every error response: the message, its type and the field at fault, if any."""
+
     message: str = Field(description="what was wrong, naming the field")
     type: str
     field: str | None = None
