@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Adds ``qrerank train`` and its options to the subcommand parsers ``sub``."""
     p = sub.add_parser(
         "train",
-        help="train a head (none|cosine|linear|qbec|angle) on a BEIR or STS-B folder, or triples JSONL",
+        help="train a head (none|cosine|linear|qbec|angle|rotation) on a BEIR or STS-B folder, or triples JSONL",
     )
     p.add_argument(
         "data",
@@ -30,10 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="HEAD_DIR", help="directory to write the best head to")
     p.add_argument(
         "--head",
-        choices=("none", "cosine", "linear", "qbec", "angle"),
+        choices=("none", "cosine", "linear", "qbec", "angle", "rotation"),
         default="qbec",
         help="none = Bloch encoding with learnable tau; cosine = no head (needs --train-layers); "
-        "linear = BEC; qbec = quantum compression; angle = MLP",
+        "linear = BEC; qbec = quantum compression; angle = MLP; rotation = Bloch encoding with a learned "
+        "tau and offset per qubit (2d parameters, --out-dim ignored)",
     )
     p.add_argument("--out-dim", type=positive_int, default=256, help="output dim / qubits (default 256)")
     p.add_argument("--split", default="train", help="qrels split to train on (default train)")

@@ -17,6 +17,7 @@ from qrerank.core.fidelity import (
 from qrerank.core.fusion import hybrid_scores
 from qrerank.core.head import BlochHead, Head, IdentityHead
 from qrerank.core.linear import LinearHead
+from qrerank.core.rotation import RotationHead
 from qrerank.core.similarity import cosine_matrix, similarity_matrix
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "IdentityHead",
     "LinearHead",
     "QuantumCompressionHead",
+    "RotationHead",
     "bloch_angles",
     "bloch_states",
     "cosine_matrix",

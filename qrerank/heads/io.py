@@ -27,11 +27,12 @@ from qrerank.core.angles import AngleHead
 from qrerank.core.compression import QuantumCompressionHead
 from qrerank.core.head import BlochHead, Head, IdentityHead
 from qrerank.core.linear import LinearHead
+from qrerank.core.rotation import RotationHead
 from qrerank.embed.base import Encoder
 from qrerank.errors import InputError
 
 HEADS: dict[str, type[Head]] = {
-    h.name: h for h in (BlochHead, IdentityHead, LinearHead, QuantumCompressionHead, AngleHead)
+    h.name: h for h in (BlochHead, IdentityHead, LinearHead, QuantumCompressionHead, AngleHead, RotationHead)
 }
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -82,11 +83,12 @@ HEAD_FIELDS: dict[str, dict[str, tuple[Callable[[str, Any], None], bool]]] = {
         "init_std": (_std, False),
     },
     "angle": {"in_dim": (_dim, True), "out_dim": (_dim, True), "hidden": (_dim, False)},
+    "rotation": {"in_dim": (_dim, True), "tau": (_tau, False)},
 }
 
 
 def make_head(name: str, **config: Any) -> Head:
-    """Instantiate a head by registry name ("bloch", "linear", "qbec", "angle")."""
+    """Instantiate a head by registry name ("bloch", "linear", "qbec", "angle", "rotation")."""
     if name not in HEADS:
         raise InputError(f"unknown head {name!r}; choose one of {', '.join(sorted(HEADS))}")
     return HEADS[name](**config)

@@ -29,6 +29,7 @@ from qrerank.core.angles import AngleHead
 from qrerank.core.compression import QuantumCompressionHead
 from qrerank.core.head import BlochHead, Head, IdentityHead
 from qrerank.core.linear import LinearHead
+from qrerank.core.rotation import RotationHead
 from qrerank.core.similarity import Form, similarity
 from qrerank.embed.base import Encoder
 from qrerank.embed.models import DEFAULT_MODEL, load_encoder
@@ -48,6 +49,7 @@ TRAIN_HEADS: dict[str, type[Head]] = {
     "linear": LinearHead,
     "qbec": QuantumCompressionHead,
     "angle": AngleHead,
+    "rotation": RotationHead,
 }
 
 
@@ -151,13 +153,15 @@ def _or_none(x: float) -> float | None:
 
 
 def build_head(name: str, in_dim: int, out_dim: int) -> Head:
-    """A fresh head by training name (``none`` -> Bloch, ``linear``, ``qbec``, ``angle``)."""
+    """A fresh head by training name (``none`` -> Bloch, ``linear``, ``qbec``, ``angle``, ``rotation``)."""
     if name not in TRAIN_HEADS:
         raise InputError(f"unknown head {name!r}; choose one of {', '.join(TRAIN_HEADS)}")
     if name == "none":
         return BlochHead(in_dim)
     if name == "cosine":
         return IdentityHead(in_dim)
+    if name == "rotation":  # one qubit per dimension: out_dim does not apply
+        return RotationHead(in_dim)
     return TRAIN_HEADS[name](in_dim, out_dim)
 
 
