@@ -79,6 +79,7 @@ SETUPS = {
 # only its temperature learnt; BFEC/QBFEC keep the encoder frozen, the others train its last layer.
 METHODS: dict[str, tuple[str, int]] = {
     "QB-tau": ("none", 0),
+    "QB-rot": ("rotation", 0),  # Bloch encoding, tau and offset learnt per qubit (2d params)
     "BFEC": ("linear", 0),
     "QBFEC": ("qbec", 0),
     "BT": ("cosine", 1),
@@ -87,7 +88,7 @@ METHODS: dict[str, tuple[str, int]] = {
     "QBEC": ("qbec", 1),
 }
 TWINS = {"QBT": "BT", "QBEC": "BEC", "QBFEC": "BFEC"}  # quantum method -> its classical twin
-LR = {"none": 0.01, "cosine": 1e-3, "linear": 1e-3, "qbec": 1e-3}
+LR = {"none": 0.01, "rotation": 1e-3, "cosine": 1e-3, "linear": 1e-3, "qbec": 1e-3}
 
 
 class TestSet:

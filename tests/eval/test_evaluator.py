@@ -150,7 +150,7 @@ def test_outputs_on_disk(tiny: Path, encoder, tmp_path: Path) -> None:
     assert not (out / "runs" / "run_bm25.trec").exists()  # anchors are not copied
 
 
-@pytest.mark.parametrize("name", ["linear", "qbec", "angle"])
+@pytest.mark.parametrize("name", ["linear", "qbec", "angle", "rotation"])
 def test_float32_heads_score_float64_embeddings(name: str, tiny: Path, encoder, tmp_path: Path) -> None:
     # Saved heads hold float32 weights and the evaluator scores in float64: every kind must run.
     head = build_head(name, 2, 1 if name == "qbec" else 2)  # QBEC compresses: out < in

@@ -17,8 +17,9 @@ from qrerank.train.data import read_qrels
 
 pytest.importorskip("ir_measures")
 
-HEADS = ("none", "linear", "qbec", "angle")
-LR = {"none": 0.05, "linear": 0.01, "qbec": 0.003, "angle": 0.01}  # QBEC gates overshoot above ~5e-3
+HEADS = ("none", "linear", "qbec", "angle", "rotation")
+# QBEC gates overshoot above ~5e-3
+LR = {"none": 0.05, "linear": 0.01, "qbec": 0.003, "angle": 0.01, "rotation": 0.01}
 
 
 def _embed(texts: list[str]) -> torch.Tensor:
