@@ -31,8 +31,9 @@ from qrerank.train import TrainConfig, train
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "stsb"
 OUT = Path(__file__).resolve().parent / "results" / "train"
-METHODS = {"QB-tau": "none", "BFEC": "linear", "QBFEC": "qbec"}
-LR = {"none": 0.01, "linear": 1e-3, "qbec": 1e-3}
+METHODS = {"QB-tau": "none", "QB-rot": "rotation", "BFEC": "linear", "QBFEC": "qbec"}
+LR = {"none": 0.01, "rotation": 1e-3, "linear": 1e-3, "qbec": 1e-3}
+DEFAULT_METHODS = "QB-tau,BFEC,QBFEC"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,11 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=DATA, help="STS-B folder (sts-train.tsv, sts-test.tsv)")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument(
-        "--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS)
+        "--methods", default=DEFAULT_METHODS, help="comma-separated subset of " + ",".join(METHODS)
     )
     p.add_argument("--out-dim", type=int, default=128)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples per head")
+    p.add_argument("--tag", default="", help="suffix of the result files (sts{TAG}.json, .md)")
     args = p.parse_args(argv)
     names = args.methods.split(",")
     if set(names) - set(METHODS):
@@ -114,14 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join(lines)
     print(table)
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "sts.md").write_text(table + "\n")
+    (OUT / f"sts{args.tag}.md").write_text(table + "\n")
     payload = {
         "command": "python benchmarks/train_sts.py " + " ".join(argv or sys.argv[1:]),
         "cosine": m["cosine"], "fidelity": m["fidelity"], "tau": tau, "summary": summary, "runs": runs,
         "seconds": time.perf_counter() - t0, "environment": environment(),
     }  # fmt: skip
-    (OUT / "sts.json").write_text(json.dumps(payload, indent=1, default=float) + "\n")
-    print(f"wrote {OUT / 'sts.json'} ({payload['seconds']:.0f}s)")
+    (OUT / f"sts{args.tag}.json").write_text(json.dumps(payload, indent=1, default=float) + "\n")
+    print(f"wrote {OUT / f'sts{args.tag}.json'} ({payload['seconds']:.0f}s)")
     return 0
 
 
