@@ -92,9 +92,15 @@ def load_ids(path: str) -> list[str]:
 
 
 def run_update(
-    args: argparse.Namespace, docs: list[Document], encoder: Callable[[], Encoder]
+    args: argparse.Namespace,
+    docs: list[Document],
+    encoder: Callable[[], Encoder],
+    params: dict[str, int] | None = None,
 ) -> DocumentIndex | None:
-    """The index --append or --embeddings writes, or None when neither is given (a normal build)."""
+    """The index --append or --embeddings writes, or None when neither is given (a normal build).
+
+    ``params`` are the ANN settings of an ``--embeddings`` build.
+    """
     if args.append:
         from qrerank.index.update import append_documents
 
@@ -117,4 +123,5 @@ def run_update(
         lexical=not args.no_lexical,
         dtype=args.dtype or "float32",
         space=args.space or "cosine",
+        index_params=params,
     )

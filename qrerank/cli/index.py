@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from qrerank.cli._common import add_runtime_arg, out_dir, positive_float, positive_int, write
+from qrerank.cli._common import add_runtime_arg, number, out_dir, positive_float, positive_int, write
 from qrerank.cli._updates import add_update_args, resolve_model, run_update
 from qrerank.corpus import load_corpus
 from qrerank.embed.base import Encoder
@@ -48,6 +48,35 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="storage dtype of the embeddings (default float32; float16: half the size; see BENCHMARKS.md)",
     )
+    ann = p.add_argument_group("ANN settings (stored in the index; defaults: FAISS's, see BENCHMARKS.md)")
+    ann.add_argument(
+        "--hnsw-m",
+        type=number(int, "an integer in 4..256", low=4, high=256),
+        default=None,
+        metavar="M",
+        help="hnsw: links per node (default 32)",
+    )
+    ann.add_argument(
+        "--ef-search",
+        type=number(int, "an integer in 1..65536", low=1, high=1 << 16),
+        default=None,
+        metavar="N",
+        help="hnsw: candidate list of a search (default 128; wider: higher recall, slower)",
+    )
+    ann.add_argument(
+        "--nlist",
+        type=number(int, "an integer in 1..1048576", low=1, high=1 << 20),
+        default=None,
+        metavar="N",
+        help="ivf: inverted lists (default ~4 sqrt(n), at most n/39)",
+    )
+    ann.add_argument(
+        "--nprobe",
+        type=number(int, "an integer in 1..1048576", low=1, high=1 << 20),
+        default=None,
+        metavar="N",
+        help="ivf: lists searched per query (default 16)",
+    )
     add_update_args(p)
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
@@ -61,6 +90,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ray-actors", type=positive_int, default=None, help="encoder actors (default 1)")
     p.add_argument("--ray-gpus-per-actor", type=positive_float, default=None, help="GPUs each actor reserves")
     p.set_defaults(func=run)
+
+
+# flag attribute -> (FaissIndex parameter, the kind it belongs to)
+ANN_FLAGS = {
+    "hnsw_m": ("m", "hnsw"),
+    "ef_search": ("ef_search", "hnsw"),
+    "nlist": ("nlist", "ivf"),
+    "nprobe": ("nprobe", "ivf"),
+}
+
+
+def index_params(args: argparse.Namespace) -> dict[str, int]:
+    """The ANN flags given, as FaissIndex parameters; InputError for a flag of another kind."""
+    params = {}
+    for attr, (key, kind) in ANN_FLAGS.items():
+        value = getattr(args, attr, None)
+        if value is None:
+            continue
+        flag = "--" + attr.replace("_", "-")
+        if args.append:
+            raise InputError(f"--append keeps the index's ANN settings; drop {flag}")
+        if (args.kind or "flat") != kind:
+            raise InputError(f"{flag} applies to --kind {kind}, not {args.kind or 'flat'}")
+        params[key] = int(value)
+    return params
 
 
 def _encoder(args: argparse.Namespace) -> Encoder:
@@ -87,8 +141,9 @@ def run(args: argparse.Namespace) -> int:
     out = out_dir(args.out)
     docs = load_corpus(args.src)
     resolve_model(args)
+    params = index_params(args)
     t0 = time.perf_counter()
-    index = run_update(args, docs, lambda: _encoder(args))  # --append, --embeddings
+    index = run_update(args, docs, lambda: _encoder(args), params)  # --append, --embeddings
     if index is None:
         index = build_index(
             docs,
@@ -101,10 +156,15 @@ def run(args: argparse.Namespace) -> int:
             lexical=not args.no_lexical,
             dtype=args.dtype or "float32",
             space=args.space or "cosine",
+            index_params=params,
         )
     lexical = "" if index.lexical is None else ", BM25"
     kind = index.manifest["index"]["kind"] + (", angle space" if index.space == "angles" else "")
-    done = f"appended {len(docs)} documents, now {len(index)}," if args.append else f"indexed {len(index)} documents"
+    done = (
+        f"appended {len(docs)} documents, now {len(index)},"
+        if args.append
+        else f"indexed {len(index)} documents"
+    )
     write(
         f"{done} with {index.model} ({index.dim}-d, {kind}{lexical}) "
         f"in {time.perf_counter() - t0:.1f}s -> {index.path}"

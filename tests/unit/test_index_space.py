@@ -182,3 +182,31 @@ def test_cli_space_and_append_options(tmp_path: Path, capsys: pytest.CaptureFixt
         assert err.count("\n") == 1 and "--append keeps the index's settings" in err and flag in err
     assert main(["index", str(more), "--out", out, "--append", "--space", "angles"]) == 0  # the same: fine
     assert len(DocumentIndex.load(out)) == 31
+
+
+def test_cli_ann_settings_are_stored_and_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "docs.jsonl"
+    src.write_text("".join(json.dumps({"_id": d.doc_id, "text": d.text}) + "\n" for d in corpus(0, 60)))
+    out = str(tmp_path / "idx")
+    model = ["--model", f"hashing-{DIM}"]
+    assert main(["index", str(src), "--out", out, *model, "--kind", "hnsw", "--ef-search", "300", "--hnsw-m", "8"]) == 0
+    index = DocumentIndex.load(out)
+    assert index.manifest["index"]["params"] == {"ef_search": 300, "m": 8}
+    assert index.vectors._index.hnsw.efSearch == 300  # type: ignore[attr-defined]
+    capsys.readouterr()
+    for argv, message in (
+        (["--kind", "hnsw", "--nprobe", "4"], "--nprobe applies to --kind ivf, not hnsw"),
+        (["--ef-search", "64"], "--ef-search applies to --kind hnsw, not flat"),
+        (["--kind", "hnsw", "--ef-search", "0"], "expected an integer in 1..65536"),
+        (["--append", "--ef-search", "64"], "--append keeps the index's ANN settings"),
+    ):
+        try:
+            code = main(["index", str(src), "--out", out, *argv])
+        except SystemExit as exc:  # argparse refuses a bad value itself: usage + the error, exit 2
+            code = exc.code
+        assert code == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err  # argparse's own errors add the usage
+    ivf = str(tmp_path / "ivf")
+    assert main(["index", str(src), "--out", ivf, *model, "--kind", "ivf", "--nlist", "2", "--nprobe", "2"]) == 0
+    assert DocumentIndex.load(ivf).manifest["index"]["params"] == {"nlist": 2, "nprobe": 2}
