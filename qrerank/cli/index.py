@@ -61,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=number(int, "an integer in 1..65536", low=1, high=1 << 16),
         default=None,
         metavar="N",
-        help="hnsw: candidate list of a search (default 128; wider: higher recall, slower)",
+        help="hnsw: candidate list of a search (default 512; wider: higher recall, slower)",
     )
     ann.add_argument(
         "--nlist",
