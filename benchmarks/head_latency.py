@@ -226,7 +226,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     min_time = args.min_time if args.min_time is not None else (0.02 if args.quick else 0.1)
     score = not args.no_score
-    torch.set_grad_enabled(False)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     threads_note = "set by --threads" if args.threads is not None else "default"
@@ -235,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads ({threads_note}), float32, load {load_before}"
     )
     t0 = time.perf_counter()
-    result = run(args.quick, max(1, args.rounds), min_time, max(1, args.min_calls), score)
+    with torch.no_grad():  # scoped: main() is also called in-process by tests, which need grad
+        result = run(args.quick, max(1, args.rounds), min_time, max(1, args.min_calls), score)
     wall = time.perf_counter() - t0
     print_tables(result["rows"], score)
     load_after = os.getloadavg()

@@ -62,6 +62,7 @@ def test_a_tiny_run_writes_rows_with_ratios(bench, tmp_path: Path, monkeypatch) 
         bench.main(["--quick", "--rounds", "1", "--min-time", "0", "--min-calls", "2", "--out", str(out)])
         == 0
     )
+    assert torch.is_grad_enabled()  # the run switched autograd off for itself only
     rows = json.loads(out.read_text())["rows"]
     assert {(r["head"], r["batch"]) for r in rows} == {
         (h, b) for h in ("linear", "qbec", "angle", "bloch") for b in (1, 4)
