@@ -67,7 +67,7 @@ from qrerank.core.fidelity import log_fidelity_angles_matrix
 from qrerank.embed.runtime import RUNTIMES
 from qrerank.errors import IndexFormatError
 from qrerank.index.base import VectorIndex
-from qrerank.index.build import build_index
+from qrerank.index.build import ann_vectors, build_index
 from qrerank.index.formats import FLOAT_CODES, TensorSpec, check_faiss_file, check_finite, map_tensors
 from qrerank.index.lexical import BM25Matrix, BM25Scorer, NoLexicalIndexError, read_bm25
 from qrerank.index.manifest import (
@@ -282,14 +282,15 @@ class DocumentIndex:
         log F = sum_i log cos^2((theta_q,i - theta_d,i) / 2) of the best k of the
         ``ceil(oversample * k)`` rows nearest in L2 on the angles (ties to the lower row).
         """
-        q = np.asarray(queries, dtype=np.float32)
+        # queries go into the FAISS space by the same map as the stored rows
+        q = ann_vectors(np.asarray(queries, dtype=np.float32), self.space, self.tau)
         if self.space == "cosine":
-            return self.vectors.search(unit_rows(q), k)
+            return self.vectors.search(q, k)
         if not oversample >= 1.0:
             raise ValueError(f"oversample must be >= 1, got {oversample}")
-        theta = bloch_angles(torch.from_numpy(q), self.tau)
+        theta = torch.from_numpy(q)
         k = min(k, len(self))
-        _, pool = self.vectors.search(theta.numpy(), min(len(self), math.ceil(oversample * k)))
+        _, pool = self.vectors.search(q, min(len(self), math.ceil(oversample * k)))
         scores = np.full((len(q), k), -np.inf, dtype=np.float32)
         rows = np.full((len(q), k), -1, dtype=np.int64)
         for i, found in enumerate(pool):
