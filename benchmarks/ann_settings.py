@@ -18,9 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from state_space import OUT, recall, scifact, synthetic
+from state_space import OUT, recall, scifact, synthetic, timed_search
 
 from qrerank.eval.meta import write_results
 from qrerank.index.build import build_index_from_embeddings
@@ -50,13 +49,7 @@ def main() -> int:
             for ef in EF:
                 ann.ef_search = ef
                 ann._apply_search_params()
-                found, times = [], []
-                for i in range(len(queries)):
-                    t = time.perf_counter()
-                    _, r = index.search(queries[i : i + 1], 100)
-                    times.append(1e3 * (time.perf_counter() - t))
-                    found.append(r[0])
-                got = np.stack(found)
+                got, times = timed_search(index, queries, 100)
                 row = {
                     "docs": n,
                     "ef_search": ef,

@@ -182,22 +182,17 @@ def print_tables(rows: list[dict[str, Any]], score: bool) -> None:
     key = lambda r: (r["in_dim"], r["out_dim"], r["batch"])  # noqa: E731
     by = {(r["head"], *key(r)): r for r in rows}
     cols = ["in", "out", "batch", "linear ms", "qbec ms", "x lin", "angle ms", "x lin"]
-    print("\nforward, median ms (ratio to linear at the same in, out, batch)")
-    print(" | ".join(f"{c:>9}" for c in cols))
-    for d_in, d_out, batch in sorted({key(r) for r in rows if r["head"] == "linear"}):
-        lin, q, a = (by[(h, d_in, d_out, batch)] for h in HEADS)
-        cells = [d_in, d_out, batch, f"{lin['forward']['ms']:.4f}"]
-        for r in (q, a):
-            cells += [f"{r['forward']['ms']:.4f}", f"{r['forward_ratio_to_linear']:.2f}"]
-        print(" | ".join(f"{c:>9}" for c in cells))
+    tables = [("forward", "forward, median ms (ratio to linear at the same in, out, batch)")]
     if score:
-        print("\nforward + score 1 query vs the batch, median ms (ratio to linear)")
+        tables.append(("forward_score", "forward + score 1 query vs the batch, median ms (ratio to linear)"))
+    for metric, title in tables:
+        print(f"\n{title}")
         print(" | ".join(f"{c:>9}" for c in cols))
         for d_in, d_out, batch in sorted({key(r) for r in rows if r["head"] == "linear"}):
             lin, q, a = (by[(h, d_in, d_out, batch)] for h in HEADS)
-            cells = [d_in, d_out, batch, f"{lin['forward_score']['ms']:.4f}"]
+            cells = [d_in, d_out, batch, f"{lin[metric]['ms']:.4f}"]
             for r in (q, a):
-                cells += [f"{r['forward_score']['ms']:.4f}", f"{r['forward_score_ratio_to_linear']:.2f}"]
+                cells += [f"{r[metric]['ms']:.4f}", f"{r[f'{metric}_ratio_to_linear']:.2f}"]
             print(" | ".join(f"{c:>9}" for c in cells))
     print("\nbloch floor (in -> in qubits, 1 parameter), median ms")
     for r in sorted((r for r in rows if r["head"] == FLOOR), key=key):

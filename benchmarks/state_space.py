@@ -100,6 +100,19 @@ def cosine_top(emb: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray
     return np.stack(tops), times[1:]
 
 
+def timed_search(
+    index: DocumentIndex, queries: np.ndarray, k: int, **kw: Any
+) -> tuple[np.ndarray, list[float]]:
+    """``index.search`` one query at a time: the rows found ``[Q, k]`` and ms per call."""
+    rows, times = [], []
+    for i in range(len(queries)):
+        t = time.perf_counter()
+        _, r = index.search(queries[i : i + 1], k, **kw)
+        times.append(1e3 * (time.perf_counter() - t))
+        rows.append(r[0])
+    return np.stack(rows), times
+
+
 def recall(found: np.ndarray, truth: np.ndarray, at: int) -> float:
     """Mean |found[:at] & truth[:at]| / at over queries."""
     return float(np.mean([len(set(f[:at]) & set(t[:at])) / at for f, t in zip(found, truth, strict=True)]))
@@ -175,13 +188,7 @@ def angle_rows(
         ann = index.vectors
         for setting in search_settings(kind, ann):
             for over in OVERSAMPLES:
-                rows, times = [], []
-                for i in range(len(queries)):
-                    t = time.perf_counter()
-                    _, r = index.search(queries[i : i + 1], K, oversample=over)
-                    times.append(1e3 * (time.perf_counter() - t))
-                    rows.append(r[0])
-                found = np.stack(rows)
+                found, times = timed_search(index, queries, K, oversample=over)
                 row = {
                     "kind": kind,
                     "search": setting,
