@@ -312,7 +312,7 @@ def load_head_encoder(
     from safetensors.torch import load as load_bytes
 
     from qrerank.embed.cache import CachedEncoder, EmbeddingCache
-    from qrerank.train.tuning import apply_tuned_state, base_encoder
+    from qrerank.embed.tuned import apply_tuned_state, base_encoder
 
     base = base_encoder(info["model"], normalized=bool(info.get("normalized", True)), device=device)
     try:

@@ -33,11 +33,12 @@ from qrerank.core.rotation import RotationHead
 from qrerank.core.similarity import Form, similarity
 from qrerank.embed.base import Encoder
 from qrerank.embed.models import DEFAULT_MODEL, load_encoder
+from qrerank.embed.tuned import base_encoder
 from qrerank.errors import InputError
 from qrerank.heads.io import save_head
 from qrerank.train.data import Example, TrainingData, cosine_candidates, load_training_data, mine_negatives
 from qrerank.train.losses import HardNegativeLoss
-from qrerank.train.tuning import LayerSplit, base_encoder
+from qrerank.train.tuning import LayerSplit
 
 logger = logging.getLogger(__name__)
 

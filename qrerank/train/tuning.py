@@ -10,7 +10,7 @@ fit on two CPU cores.
 
 After training, the full model with the trained weights computes exactly ``suffix(prefix(x))``
 (tested), so inference needs no split: :func:`tuned_state` is saved next to the head and
-:func:`apply_tuned_state` writes it back into a freshly loaded base model.
+:func:`qrerank.embed.tuned.apply_tuned_state` writes it back into a freshly loaded base model.
 
 Works for encoders whose Hugging Face model exposes ``embeddings`` and ``encoder.layer`` (BERT,
 RoBERTa, XLM-R, MPNet, E5, BGE, MiniLM); other architectures get a clear error.
@@ -20,27 +20,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as nnf
 from torch import nn
 
 from qrerank.errors import InputError
-
-if TYPE_CHECKING:
-    from qrerank.embed.st import SentenceTransformerEncoder
-
-
-def base_encoder(model: str, *, normalized: bool, device: str | None = None) -> SentenceTransformerEncoder:
-    """``model`` loaded uncached as a sentence-transformers encoder; other encoders are refused."""
-    from qrerank.embed.models import load_encoder
-    from qrerank.embed.st import SentenceTransformerEncoder
-
-    enc = load_encoder(model, device=device, normalize=normalized, cache=False)
-    if not isinstance(enc, SentenceTransformerEncoder):
-        raise InputError(f"fine-tuning encoder layers needs a sentence-transformers model, not {model!r}")
-    return enc
 
 
 class _Passthrough(nn.Module):
@@ -97,20 +83,6 @@ def trainable_parameters(st_model: Any, n: int) -> dict[str, nn.Parameter]:
 def tuned_state(st_model: Any, n: int) -> dict[str, torch.Tensor]:
     """The weights of the last ``n`` layers, detached on the CPU (what ``qrerank train`` saves)."""
     return {k: p.detach().cpu().contiguous().clone() for k, p in trainable_parameters(st_model, n).items()}
-
-
-def apply_tuned_state(st_model: Any, state: dict[str, torch.Tensor]) -> None:
-    """Write saved layer weights into a freshly loaded base model; refuses foreign keys or shapes."""
-    own = st_model.state_dict()
-    unknown = sorted(set(state) - set(own))
-    if unknown:
-        raise InputError(f"tuned encoder weights do not fit this model: unknown tensors {unknown[:3]}")
-    for key, value in state.items():
-        if own[key].shape != value.shape:
-            raise InputError(
-                f"tuned encoder weight {key} has shape {tuple(value.shape)}, the model {tuple(own[key].shape)}"
-            )
-    st_model.load_state_dict(state, strict=False)
 
 
 class LayerSplit:

@@ -11,13 +11,14 @@ import torch
 
 from qrerank.cli import main
 from qrerank.embed.models import load_encoder
+from qrerank.embed.tuned import apply_tuned_state
 from qrerank.errors import InputError
 from qrerank.eval.datasets import load_dataset, read_run
 from qrerank.heads.io import load_head, load_head_encoder
 from qrerank.rerank.reranker import Reranker
 from qrerank.train import TrainConfig, train
 from qrerank.train.trainer import layer_split
-from qrerank.train.tuning import apply_tuned_state, num_layers
+from qrerank.train.tuning import num_layers
 
 pytest.importorskip("sentence_transformers")
 pytest.importorskip("ir_measures")
