@@ -9,10 +9,11 @@ Modules: ``datasets`` (files on disk), ``methods`` (scoring on candidates), ``me
 (outputs), ``sts`` (STS-B correlations), ``meta`` (hardware and versions).
 """
 
-from qrerank.eval.datasets import Dataset, load_dataset, read_qrels, read_run
+from qrerank.eval.datasets import Dataset, load_dataset, read_run
 from qrerank.eval.evaluator import EvalConfig, Protocol, evaluate
 from qrerank.eval.report import write_outputs
 from qrerank.eval.sts import evaluate_sts, write_sts_outputs
+from qrerank.judgments import read_qrels
 
 __all__ = [
     "Dataset",

@@ -5,7 +5,8 @@ A dataset folder holds ``corpus.jsonl`` (``_id``, ``title``, ``text``), ``querie
 optionally ``runs/<name>.trec`` (``qid Q0 docid rank score tag``). Nothing is downloaded.
 
 Every reader raises :class:`~qrerank.errors.InputError` with the file and 1-based line number of
-the first bad line, so the CLI can print one clear message.
+the first bad line, so the CLI can print one clear message. Qrels files are read by
+:func:`qrerank.judgments.read_qrels`, which training shares.
 """
 
 from __future__ import annotations
@@ -19,48 +20,15 @@ from pathlib import Path
 
 from qrerank.corpus import read_jsonl
 from qrerank.errors import InputError
+from qrerank.judgments import Qrels, read_qrels
 from qrerank.types import Document
 
 log = logging.getLogger(__name__)
 
-Qrels = dict[str, dict[str, int]]
 Run = dict[str, dict[str, float]]
 
 # "Relevance >=2 counts as relevant" (TREC DL PROVENANCE.md) -> binary metrics use rel >= 2.
 _REL_LEVEL = re.compile(r"relevance\s*(?:>=|≥)\s*(\d+)", re.IGNORECASE)
-
-
-def read_qrels(path: str | os.PathLike[str]) -> Qrels:
-    """A qrels file -> ``{qid: {docid: grade}}``.
-
-    BEIR qrels (``qid docid grade``, tab or space separated, optional header) or TREC qrels
-    (``qid 0 docid grade``).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"no qrels file: {path}")
-    qrels: Qrels = {}
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            parts = line.split()
-            if not parts:
-                continue
-            if lineno == 1 and parts[0] in ("query-id", "query_id", "qid"):
-                continue
-            if len(parts) == 4:  # TREC: qid iteration docid grade
-                parts = [parts[0], parts[2], parts[3]]
-            if len(parts) != 3:
-                raise InputError(
-                    f"{path}:{lineno}: expected 'query-id corpus-id score', got {line.strip()!r}"
-                )
-            qid, docid, grade = parts
-            try:
-                qrels.setdefault(qid, {})[docid] = int(float(grade))
-            except ValueError:
-                raise InputError(f"{path}:{lineno}: relevance grade {grade!r} is not a number") from None
-    if not qrels:
-        raise InputError(f"{path} holds no judgements")
-    return qrels
 
 
 def read_run(path: str | os.PathLike[str]) -> dict[str, list[tuple[str, float]]]:

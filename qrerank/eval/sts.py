@@ -16,7 +16,6 @@ difference in Spearman against cosine gets a paired bootstrap 95% CI (pairs resa
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import time
@@ -37,33 +36,9 @@ from qrerank.errors import InputError
 from qrerank.eval.evaluator import ALPHAS, TAU_MULTIPLIERS
 from qrerank.eval.meta import environment
 from qrerank.eval.plots import plot_sweep
+from qrerank.judgments import read_sts
 
 STS_METRIC = "spearman"
-
-
-def read_sts(path: str | os.PathLike[str]) -> tuple[list[str], list[str], np.ndarray]:
-    """``(sentences1, sentences2, gold scores)`` of an STS-B TSV file (header optional)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"no STS file: {path}")
-    s1: list[str] = []
-    s2: list[str] = []
-    gold: list[float] = []
-    with path.open(encoding="utf-8", newline="") as f:
-        for lineno, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
-            if not row or (lineno == 1 and row[0] == "genre"):
-                continue
-            if len(row) < 7:
-                raise InputError(f"{path}:{lineno}: expected 7 tab-separated columns, got {len(row)}")
-            try:
-                gold.append(float(row[4]))
-            except ValueError:
-                raise InputError(f"{path}:{lineno}: score {row[4]!r} is not a number") from None
-            s1.append(row[5])
-            s2.append(row[6])
-    if not gold:
-        raise InputError(f"{path} holds no sentence pairs")
-    return s1, s2, np.asarray(gold, dtype=np.float64)
 
 
 class _Pairs:

@@ -32,7 +32,7 @@ import torch
 from qrerank.core.similarity import cosine_matrix
 from qrerank.corpus import iter_jsonl, read_jsonl
 from qrerank.errors import InputError
-from qrerank.eval.datasets import read_qrels  # stdlib-only module: no eval extra needed
+from qrerank.judgments import read_qrels, read_sts
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -176,8 +176,6 @@ def load_sts(
     seed: int = 42,
 ) -> TrainingData:
     """STS-B pairs as retrieval: find the paraphrases of ``sentence1`` among all ``sentence2``."""
-    from qrerank.eval.sts import read_sts
-
     root = Path(root)
     s1, s2, gold = read_sts(root / f"sts-{split}.tsv")
     doc_id = {t: f"s{i}" for i, t in enumerate(dict.fromkeys(s2))}

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from qrerank.errors import InputError
-from qrerank.eval.datasets import load_dataset, read_qrels, read_run, rel_level_from_provenance
+from qrerank.eval.datasets import load_dataset, read_run, rel_level_from_provenance
+from qrerank.judgments import read_qrels
 
 
 def test_read_qrels_beir_and_trec_formats(tmp_path: Path) -> None:

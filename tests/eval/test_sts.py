@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from qrerank.errors import InputError
-from qrerank.eval.sts import evaluate_sts, read_sts, write_sts_outputs
+from qrerank.eval.sts import evaluate_sts, write_sts_outputs
+from qrerank.judgments import read_sts
 from tests.eval.conftest import TINY_STS
 
 

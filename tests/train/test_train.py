@@ -12,8 +12,8 @@ from qrerank.cli import main
 from qrerank.embed.models import load_encoder
 from qrerank.errors import InputError
 from qrerank.heads.io import load_head
+from qrerank.judgments import read_qrels
 from qrerank.train import HardNegativeLoss, TrainConfig, build_head, load_training_data, mine_negatives, train
-from qrerank.train.data import read_qrels
 
 pytest.importorskip("ir_measures")
 
