@@ -30,6 +30,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -347,7 +348,8 @@ def plot_lines(
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:  # noqa: C901 - flat driver: options, run grid, tables
+def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, checked; ``names`` holds the methods to run (given or the experiment's)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("experiment", choices=("methods", "scarcity", "compression"))
     p.add_argument("--data", choices=tuple(SETUPS), default="scifact")
@@ -380,163 +382,212 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - flat driver: opt
     args = p.parse_args(argv)
     if args.report_only and not args.resume:
         p.error("--report-only reads an earlier grid's runs: add --resume")
-
-    setup = SETUPS[args.data]
-    names = args.methods.split(",") if args.methods else (
+    args.names = args.methods.split(",") if args.methods else (
         list(METHODS) if args.experiment == "methods" else ["QB-tau", "BFEC", "QBFEC"]
     )  # fmt: skip
-    unknown = set(names) - set(METHODS)
+    unknown = set(args.names) - set(METHODS)
     if unknown:
         p.error(f"unknown methods {sorted(unknown)}")
-    seeds = list(range(args.seeds))
-    t_start = time.perf_counter()
-    encoder = load_encoder(DEFAULT_MODEL)
-    test = TestSet(setup, encoder)
+    return args
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """Untrained cosine on the test candidates: per-query nDCG@10, its mean, its mean on unseen."""
+
+    per_query: dict[str, float]
+    mean: float
+    unseen: float | None
+
+
+@dataclass(frozen=True)
+class Grid:
+    """One experiment's fixed parts: the options, the data setup, the test set, its cosine baseline."""
+
+    args: argparse.Namespace
+    setup: Setup
+    test: TestSet
+    baseline: Baseline
+
+
+def cosine_baseline(test: TestSet, setup: Setup, data: str) -> Baseline:
+    """Score untrained cosine on ``test`` and print the test set's size and that score."""
     base = test.ndcg(cosine_scorer)
     cosine = mean_of(base)
     cosine_unseen = mean_of(base, test.unseen) if test.unseen is not None else None
-    print(f"{args.data}: {len(test.qids)} test queries, candidates: {test.note}; cosine nDCG@10 {cosine:.4f}")
+    print(f"{data}: {len(test.qids)} test queries, candidates: {test.note}; cosine nDCG@10 {cosine:.4f}")
     if test.unseen is not None:
         print(f"  unseen from {setup.unseen_from}: {len(test.unseen)} queries; cosine nDCG@10 {cosine_unseen:.4f}")
-    tuner = (
-        layer_split(DEFAULT_MODEL, 1, normalized=encoder.normalized)
-        if any(METHODS[n][1] for n in names)
-        else None
-    )
+    return Baseline(base, cosine, cosine_unseen)
 
-    extra: dict[str, Any] = {}
-    fracs = [float(x) for x in args.fracs.split(",")] if args.experiment == "scarcity" else [args.frac]
-    dims = [int(x) for x in args.dims.split(",")] if args.experiment == "compression" else [args.out_dim]
-    stem = OUT / f"{args.experiment}-{args.data}{args.tag}"
-    log = RunLog(stem.with_suffix(".runs.jsonl"), resume=args.resume)
-    runs: list[dict[str, Any]] = []
-    # Seed-major: an interrupted grid still has every method at the seeds it finished.
-    for seed in seeds:
+
+def grid_points(
+    args: argparse.Namespace, fracs: list[float], dims: list[int]
+) -> Iterator[tuple[int, float, int, str]]:
+    """``(seed, frac, out_dim, method)`` of every run (compression: linear and QBEC heads only).
+
+    Seed-major: an interrupted grid still has every method at the seeds it finished.
+    """
+    for seed in range(args.seeds):
         for frac in fracs:
             for dim in dims:
-                for name in names:
-                    head, layers = METHODS[name]
-                    if args.experiment == "compression" and head not in ("linear", "qbec"):
+                for name in args.names:
+                    if args.experiment == "compression" and METHODS[name][0] not in ("linear", "qbec"):
                         continue
-                    lr = args.lr or LR[head]
-                    done = log.find(
-                        method=name, seed=seed, frac=frac, out_dim=dim, epochs=args.epochs, lr=lr,
-                        similarity=args.similarity, steps=args.steps,
-                    )  # fmt: skip
-                    if done is None and args.report_only:
-                        continue
-                    if done is None:
-                        done = run_method(
-                            name, head, layers, setup=setup, test=test, encoder=encoder, seed=seed, frac=frac,
-                            out_dim=dim, epochs=args.epochs, tuner=tuner, form=args.similarity, lr=lr,
-                            steps=args.steps,
-                        )  # fmt: skip
-                        log.add(done)
-                    else:
-                        print(
-                            f"  {name:7s} frac={frac:<5g} dim={dim:<4d} seed={seed}: kept from {log.path.name}"
-                        )
-                    runs.append(done)
+                    yield seed, frac, dim, name
 
-    if not runs:
-        print(f"no finished runs in {log.path.name}", file=sys.stderr)
-        return 1
-    key = ("method", "frac", "out_dim")
-    rows = summarise(runs, base, key, test.unseen)
-    dim = encoder.dim
-    md = [f"cosine (untrained) nDCG@10 = {100 * cosine:.2f} on {len(test.qids)} queries ({test.note})", ""]
+
+def run_grid(
+    grid: Grid, encoder: Any, tuner: LayerSplit | None, log: RunLog, fracs: list[float], dims: list[int]
+) -> list[dict[str, Any]]:
+    """Every run of the grid: kept from ``log`` when it finished before, else trained (and logged)."""
+    args, setup, test = grid.args, grid.setup, grid.test
+    runs: list[dict[str, Any]] = []
+    for seed, frac, dim, name in grid_points(args, fracs, dims):
+        head, layers = METHODS[name]
+        lr = args.lr or LR[head]
+        done = log.find(
+            method=name, seed=seed, frac=frac, out_dim=dim, epochs=args.epochs, lr=lr,
+            similarity=args.similarity, steps=args.steps,
+        )  # fmt: skip
+        if done is None and args.report_only:
+            continue
+        if done is None:
+            done = run_method(
+                name, head, layers, setup=setup, test=test, encoder=encoder, seed=seed, frac=frac,
+                out_dim=dim, epochs=args.epochs, tuner=tuner, form=args.similarity, lr=lr,
+                steps=args.steps,
+            )  # fmt: skip
+            log.add(done)
+        else:
+            print(f"  {name:7s} frac={frac:<5g} dim={dim:<4d} seed={seed}: kept from {log.path.name}")
+        runs.append(done)
+    return runs
+
+
+def summary_line(grid: Grid, runs: list[dict[str, Any]]) -> str:
+    """The line above every table: the cosine baseline, the unseen subset, the training budget."""
+    args, setup, test, baseline = grid.args, grid.setup, grid.test, grid.baseline
+    line = f"cosine (untrained) nDCG@10 = {100 * baseline.mean:.2f} on {len(test.qids)} queries ({test.note})"
     if test.unseen is not None:
-        md[0] += (
+        line += (
             f"; unseen: the {len(test.unseen)} test queries none of whose relevant documents is relevant to a "
-            f"{setup.unseen_from} query (cosine {100 * cosine_unseen:.2f}), the only held-out part for a trained head"
+            f"{setup.unseen_from} query (cosine {100 * (baseline.unseen or 0):.2f}), the only held-out part for a trained head"
         )
-    md[0] += (
+    line += (
         f"; every run trains for {args.steps} optimizer steps (batch 32, no early stop, best validation epoch kept)"
         if args.steps
         else f"; at most {args.epochs} epochs, early stopping with patience 2"
     )
     if args.experiment != "scarcity":
         used = sorted({r["train_queries"] for r in runs})
-        md[0] += (
+        line += (
             f"; trained on {100 * args.frac:g}% of the training queries ({', '.join(map(str, used))} after the validation split)"
         )
-    if args.experiment == "methods":
-        md.append(methods_table(rows, cosine, dim, cosine_unseen))
-    elif args.experiment == "scarcity":
-        header = ["| method | " + " | ".join(f"{100 * f:g}%" for f in fracs) + " |", "|---|" + "---:|" * len(fracs)]
-        series: dict[str, list[tuple[float, float, float]]] = {}
-        for scope in ("all", "unseen") if test.unseen is not None else ("all",):
-            if scope == "unseen":
-                md += ["", f"Unseen test queries only ({len(test.unseen or [])}; cosine {100 * (cosine_unseen or 0):.2f}):", ""]
-            md += header
-            for name in names:
-                cells = []
-                for f in fracs:
-                    r = next((r for r in rows if r["method"] == name and r["frac"] == f), None)
-                    if r is None:
-                        cells.append("")
-                        continue
-                    if scope == "all":
-                        series.setdefault(name, []).append((f * 100, r["ndcg@10"], r["se"]))
-                    cells.append(cell(r if scope == "all" else r["unseen"]))
-                md.append(f"| {name} | " + " | ".join(cells) + " |")
-        md.append("")
-        md.append("Train queries per fraction: " + ", ".join(
-            f"{100 * f:g}% = {next(r['train_queries'] for r in runs if r['frac'] == f)}" for f in fracs))  # fmt: skip
-        OUT.mkdir(parents=True, exist_ok=True)
-        png = OUT / f"scarcity-{args.data}{args.tag}.png"
-        plot_lines(series, cosine, png, "training queries used (%)", log_x=True)
-        extra["plot"] = png.name
-    else:
-        # PCA: the unsupervised linear baseline, fitted on the test candidates' corpus embeddings.
-        d = test.d_emb.double()
-        mu = d.mean(0)
-        _, _, v = torch.linalg.svd(d - mu, full_matrices=False)
-        pca = {}
-        for k in dims:
-            proj = v[:k].T.float()
-            pq = test.ndcg(cosine_scorer, (test.q_emb - mu.float()) @ proj, (test.d_emb - mu.float()) @ proj)
-            pca[k] = {
-                "ndcg@10": mean_of(pq),
-                "vs_cosine": paired_comparison(pq, base).to_dict(),
-            }
-            if test.unseen is not None:
-                pca[k]["unseen_ndcg@10"] = mean_of(pq, test.unseen)
-        extra["pca"] = pca
-        held = test.unseen is not None
-        md += [
-            f"| out dim | bytes/vector (float32; {dim}-d input = {4 * dim}) | PCA | linear (BFEC) | QBEC (QBFEC) | QBEC vs linear"
-            + (" | unseen: PCA | unseen: linear | unseen: QBEC" if held else "") + " | params linear / QBEC |",
-            "|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if held else "") + "---:|",
-        ]
-        series = {"linear (BFEC)": [], "QBEC (QBFEC)": [], "PCA": []}
-        for k in dims:
-            lin = next(r for r in rows if r["method"] == "BFEC" and r["out_dim"] == k)
-            qb = next(r for r in rows if r["method"] == "QBFEC" and r["out_dim"] == k)
-            cmp = paired_comparison(qb["per_query"], lin["per_query"]).to_dict()
-            md.append(
-                f"| {k} | {4 * k} ({dim / k:.1f}x smaller) | {100 * pca[k]['ndcg@10']:.2f} | {100 * lin['ndcg@10']:.2f} ± {100 * lin['se']:.2f} "
-                f"| {100 * qb['ndcg@10']:.2f} ± {100 * qb['se']:.2f} | {fmt_p(cmp)} |"
-                + (f" {100 * pca[k]['unseen_ndcg@10']:.2f} | {cell(lin['unseen'])} | {cell(qb['unseen'])} |" if held else "")
-                + f" {lin['parameters']:,} / {qb['parameters']:,} |"
-            )
-            series["linear (BFEC)"].append((k, lin["ndcg@10"], lin["se"]))
-            series["QBEC (QBFEC)"].append((k, qb["ndcg@10"], qb["se"]))
-            series["PCA"].append((k, pca[k]["ndcg@10"], 0.0))
-        OUT.mkdir(parents=True, exist_ok=True)
-        png = OUT / f"compression-{args.data}{args.tag}.png"
-        plot_lines(series, cosine, png, "output dimensions / qubits", log_x=True)
-        extra["plot"] = png.name
-    table = "\n".join(md)
-    print(table)
+    return line
 
+
+def scarcity_table(
+    grid: Grid, rows: list[dict[str, Any]], runs: list[dict[str, Any]], fracs: list[float]
+) -> tuple[list[str], dict[str, Any]]:
+    """The scarcity tables (all test queries, then unseen ones) by training share, and their plot."""
+    args, baseline, unseen = grid.args, grid.baseline, grid.test.unseen
+    md: list[str] = []
+    header = ["| method | " + " | ".join(f"{100 * f:g}%" for f in fracs) + " |", "|---|" + "---:|" * len(fracs)]
+    series: dict[str, list[tuple[float, float, float]]] = {}
+    for scope in ("all", "unseen") if unseen is not None else ("all",):
+        if scope == "unseen":
+            md += ["", f"Unseen test queries only ({len(unseen or [])}; cosine {100 * (baseline.unseen or 0):.2f}):", ""]
+        md += header
+        for name in args.names:
+            cells = []
+            for f in fracs:
+                r = next((r for r in rows if r["method"] == name and r["frac"] == f), None)
+                if r is None:
+                    cells.append("")
+                    continue
+                if scope == "all":
+                    series.setdefault(name, []).append((f * 100, r["ndcg@10"], r["se"]))
+                cells.append(cell(r if scope == "all" else r["unseen"]))
+            md.append(f"| {name} | " + " | ".join(cells) + " |")
+    md.append("")
+    md.append("Train queries per fraction: " + ", ".join(
+        f"{100 * f:g}% = {next(r['train_queries'] for r in runs if r['frac'] == f)}" for f in fracs))  # fmt: skip
+    OUT.mkdir(parents=True, exist_ok=True)
+    png = OUT / f"scarcity-{args.data}{args.tag}.png"
+    plot_lines(series, baseline.mean, png, "training queries used (%)", log_x=True)
+    return md, {"plot": png.name}
+
+
+def pca_baseline(test: TestSet, dims: list[int], base: dict[str, float]) -> dict[int, dict[str, Any]]:
+    """PCA to each of ``dims``, the unsupervised linear baseline, fitted on the test candidates' embeddings."""
+    d = test.d_emb.double()
+    mu = d.mean(0)
+    _, _, v = torch.linalg.svd(d - mu, full_matrices=False)
+    pca = {}
+    for k in dims:
+        proj = v[:k].T.float()
+        pq = test.ndcg(cosine_scorer, (test.q_emb - mu.float()) @ proj, (test.d_emb - mu.float()) @ proj)
+        pca[k] = {
+            "ndcg@10": mean_of(pq),
+            "vs_cosine": paired_comparison(pq, base).to_dict(),
+        }
+        if test.unseen is not None:
+            pca[k]["unseen_ndcg@10"] = mean_of(pq, test.unseen)
+    return pca
+
+
+def compression_table(
+    grid: Grid, rows: list[dict[str, Any]], dims: list[int], dim: int
+) -> tuple[list[str], dict[str, Any]]:
+    """The compression table (PCA, linear, QBEC per output dim of a ``dim``-d input) and its plot."""
+    args, test, baseline = grid.args, grid.test, grid.baseline
+    pca = pca_baseline(test, dims, baseline.per_query)
+    held = test.unseen is not None
+    md = [
+        f"| out dim | bytes/vector (float32; {dim}-d input = {4 * dim}) | PCA | linear (BFEC) | QBEC (QBFEC) | QBEC vs linear"
+        + (" | unseen: PCA | unseen: linear | unseen: QBEC" if held else "") + " | params linear / QBEC |",
+        "|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if held else "") + "---:|",
+    ]  # fmt: skip
+    series: dict[str, list[tuple[float, float, float]]] = {"linear (BFEC)": [], "QBEC (QBFEC)": [], "PCA": []}
+    for k in dims:
+        lin = next(r for r in rows if r["method"] == "BFEC" and r["out_dim"] == k)
+        qb = next(r for r in rows if r["method"] == "QBFEC" and r["out_dim"] == k)
+        cmp = paired_comparison(qb["per_query"], lin["per_query"]).to_dict()
+        md.append(
+            f"| {k} | {4 * k} ({dim / k:.1f}x smaller) | {100 * pca[k]['ndcg@10']:.2f} | {100 * lin['ndcg@10']:.2f} ± {100 * lin['se']:.2f} "
+            f"| {100 * qb['ndcg@10']:.2f} ± {100 * qb['se']:.2f} | {fmt_p(cmp)} |"
+            + (f" {100 * pca[k]['unseen_ndcg@10']:.2f} | {cell(lin['unseen'])} | {cell(qb['unseen'])} |" if held else "")
+            + f" {lin['parameters']:,} / {qb['parameters']:,} |"
+        )  # fmt: skip
+        series["linear (BFEC)"].append((k, lin["ndcg@10"], lin["se"]))
+        series["QBEC (QBFEC)"].append((k, qb["ndcg@10"], qb["se"]))
+        series["PCA"].append((k, pca[k]["ndcg@10"], 0.0))
+    OUT.mkdir(parents=True, exist_ok=True)
+    png = OUT / f"compression-{args.data}{args.tag}.png"
+    plot_lines(series, baseline.mean, png, "output dimensions / qubits", log_x=True)
+    return md, {"pca": pca, "plot": png.name}
+
+
+def write_results(
+    grid: Grid,
+    stem: Path,
+    table: str,
+    argv: list[str] | None,
+    rows: list[dict[str, Any]],
+    runs: list[dict[str, Any]],
+    t_start: float,
+    extra: dict[str, Any],
+) -> None:
+    """``<stem>.md`` (the table) and ``<stem>.json`` (command, summary, runs, environment)."""
+    args, setup, test, baseline = grid.args, grid.setup, grid.test, grid.baseline
     OUT.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".md").write_text(table + "\n")
     payload = {
         "experiment": args.experiment, "data": args.data, "command": "python benchmarks/train_grid.py " + " ".join(argv or sys.argv[1:]),
-        "test_queries": len(test.qids), "candidates": test.note, "cosine_ndcg@10": cosine,
+        "test_queries": len(test.qids), "candidates": test.note, "cosine_ndcg@10": baseline.mean,
         "unseen": None if test.unseen is None else {
-            "from": setup.unseen_from, "queries": len(test.unseen), "cosine_ndcg@10": cosine_unseen,
+            "from": setup.unseen_from, "queries": len(test.unseen), "cosine_ndcg@10": baseline.unseen,
         },
         "summary": [strip_per_query(r) for r in rows],
         "runs": [{k: v for k, v in r.items() if k != "per_query"} for r in runs],
@@ -544,6 +595,43 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - flat driver: opt
     }  # fmt: skip
     stem.with_suffix(".json").write_text(json.dumps(payload, indent=1, default=float) + "\n")
     print(f"wrote {stem}.json ({payload['seconds']:.0f}s)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one experiment's grid (or tabulate a resumed one), print and write its tables."""
+    args = parse_options(argv)
+    setup = SETUPS[args.data]
+    t_start = time.perf_counter()
+    encoder = load_encoder(DEFAULT_MODEL)
+    test = TestSet(setup, encoder)
+    grid = Grid(args, setup, test, cosine_baseline(test, setup, args.data))
+    tuner = (
+        layer_split(DEFAULT_MODEL, 1, normalized=encoder.normalized)
+        if any(METHODS[n][1] for n in args.names)
+        else None
+    )
+    fracs = [float(x) for x in args.fracs.split(",")] if args.experiment == "scarcity" else [args.frac]
+    dims = [int(x) for x in args.dims.split(",")] if args.experiment == "compression" else [args.out_dim]
+    stem = OUT / f"{args.experiment}-{args.data}{args.tag}"
+    log = RunLog(stem.with_suffix(".runs.jsonl"), resume=args.resume)
+    runs = run_grid(grid, encoder, tuner, log, fracs, dims)
+    if not runs:
+        print(f"no finished runs in {log.path.name}", file=sys.stderr)
+        return 1
+    rows = summarise(runs, grid.baseline.per_query, ("method", "frac", "out_dim"), test.unseen)
+    md = [summary_line(grid, runs), ""]
+    extra: dict[str, Any] = {}
+    if args.experiment == "methods":
+        md.append(methods_table(rows, grid.baseline.mean, encoder.dim, grid.baseline.unseen))
+    elif args.experiment == "scarcity":
+        lines, extra = scarcity_table(grid, rows, runs, fracs)
+        md += lines
+    else:
+        lines, extra = compression_table(grid, rows, dims, encoder.dim)
+        md += lines
+    table = "\n".join(md)
+    print(table)
+    write_results(grid, stem, table, argv, rows, runs, t_start, extra)
     return 0
 
 
