@@ -230,16 +230,15 @@ def evaluate(cfg: EvalConfig, *, encoder: Encoder | None = None) -> dict[str, An
     )  # fmt: skip
     heads: dict[str, Any] = {}
     if enc is not None:
-        from qrerank.heads.io import load_head, load_head_encoder
+        from qrerank.heads.bundle import load_head_bundle
 
-        # float64 like every dense score here (see CandidateScorer).
-        heads = {s.arg: load_head(s.arg, in_dim=enc.dim).double() for s in specs if s.kind is MethodKind.HEAD}
-        for key in heads:
-            # A head trained with its encoder's last layers scores that encoder's embeddings.
-            tuned = load_head_encoder(key)
-            if tuned is not None:
-                log.info("%s: encoding with its fine-tuned encoder %s", key, tuned.name)
-                _, t_q, t_d = _embed(ds, cands, tuned, cfg)  # same candidates, same row order
+        for key in dict.fromkeys(s.arg for s in specs if s.kind is MethodKind.HEAD):
+            bundle = load_head_bundle(key, in_dim=enc.dim)
+            heads[key] = bundle.head.double()  # float64 like every dense score here (see CandidateScorer)
+            if bundle.encoder is not None:
+                # A head trained with its encoder's last layers scores that encoder's embeddings.
+                log.info("%s: encoding with its fine-tuned encoder %s", key, bundle.encoder.name)
+                _, t_q, t_d = _embed(ds, cands, bundle.encoder, cfg)  # same candidates, same row order
                 scorer.set_head_embeddings(key, t_q, t_d)
 
     # tau / alpha: chosen on the tuning split, or the defaults.

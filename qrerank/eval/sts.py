@@ -101,11 +101,11 @@ def _head_scores(
 ) -> torch.Tensor:
     """``[pairs]`` similarity of a saved head's outputs for the two sentences of each pair."""
     from qrerank.core.similarity import similarity
-    from qrerank.heads.io import load_head, load_head_encoder
+    from qrerank.heads.bundle import load_head_bundle
 
-    head = load_head(path, in_dim=encoder.dim).double().eval()  # float64, as the pairs
-    tuned = load_head_encoder(path)
-    pairs = test if tuned is None else _Pairs(test.path, tuned, batch_size, show_progress)
+    bundle = load_head_bundle(path, in_dim=encoder.dim)
+    head = bundle.head.double().eval()  # float64, as the pairs
+    pairs = test if bundle.encoder is None else _Pairs(test.path, bundle.encoder, batch_size, show_progress)
     return similarity(head(pairs.a), head(pairs.b), head.kind, "log")
 
 

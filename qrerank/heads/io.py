@@ -3,7 +3,8 @@
 Weights are read with safetensors only (no pickle), so loading a head from an untrusted
 folder cannot execute code. A head trained with ``--train-layers N`` also carries the weights of
 the encoder layers it fine-tuned (``encoder.safetensors``, the last N layers only); use
-:func:`load_head_encoder` to get that encoder back. Heads, like indexes, should still come from
+:func:`load_head_encoder` to get that encoder back, or :func:`qrerank.heads.bundle.load_head_bundle`
+for the head and its encoder together. Heads, like indexes, should still come from
 trusted sources: validation bounds what a bad folder can do, it does not vouch for the weights.
 """
 
@@ -269,12 +270,17 @@ def load_head(path: str | os.PathLike[str], *, in_dim: int | None = None) -> Hea
     return head.eval()
 
 
+def head_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """config.json of the head folder ``path``, validated in full; HeadFormatError otherwise."""
+    return _read_config(Path(path))
+
+
 def head_encoder_info(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """config.json's validated ``encoder`` entry of a head with fine-tuned encoder layers, else None."""
     path = Path(path)
     if not (path / CONFIG_FILE).is_file():
         return None  # not a head at all: load_head says so
-    info = _read_config(path).get("encoder")
+    info = head_config(path).get("encoder")
     return dict(info) if info is not None else None
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -15,9 +16,13 @@ from qrerank.core.fusion import Normalize
 from qrerank.core.head import Head
 from qrerank.embed.base import Encoder
 from qrerank.embed.models import DEFAULT_MODEL, load_encoder
+from qrerank.embed.runtime import Runtime
 from qrerank.errors import InputError
 from qrerank.rerank.scoring import Method, Scores, parse_method, rank_order, score_candidates
 from qrerank.types import Document, RankedDoc
+
+if TYPE_CHECKING:
+    from qrerank.heads.bundle import HeadBundle
 
 DocLike = str | Mapping[str, Any] | Document
 
@@ -62,6 +67,36 @@ def ranked(docs: Sequence[Document], scores: Scores, top_n: int | None) -> list[
     ]
 
 
+def _head_bundle(
+    head: HeadBundle | str | os.PathLike[str], encoder: Encoder | str | None, runtime: Runtime
+) -> HeadBundle:
+    """``head`` as a HeadBundle: a saved head is loaded with its fine-tuned encoder when it has one."""
+    from qrerank.heads.bundle import HeadBundle, load_head_bundle
+
+    if isinstance(head, HeadBundle):
+        return head
+    if encoder is None or isinstance(encoder, str):
+        return load_head_bundle(head, model=encoder, runtime=runtime)
+    # An Encoder object cannot be the saved head's fine-tuned encoder: do not load that one.
+    return load_head_bundle(head, in_dim=encoder.dim, runtime=runtime, with_encoder=False)
+
+
+def _bundle_encoder(bundle: HeadBundle, encoder: Encoder | str | None) -> Encoder | str | None:
+    """The encoder to use with ``bundle``: its fine-tuned one if it has one, else ``encoder``."""
+    if not bundle.tuned:
+        return encoder
+    if encoder is None or isinstance(encoder, str) or encoder is bundle.encoder:
+        if bundle.encoder is not None:
+            return bundle.encoder
+        given = "a HeadBundle loaded without its encoder"
+    else:
+        given = f"the encoder {encoder.name}"
+    raise InputError(
+        f"head {bundle.path} was trained with fine-tuned encoder layers; pass a model name "
+        f"(or head=load_head_bundle(path)) instead of {given}"
+    )
+
+
 class Reranker:
     """Rerank documents for a query with quantum-inspired similarity.
 
@@ -71,8 +106,9 @@ class Reranker:
         method: "cosine", "fidelity" (log-fidelity of Bloch states) or "hybrid" (blend).
         alpha: hybrid weight of cosine; 1 - alpha goes to the quantum score.
         tau: Bloch temperature; None = 1/sqrt(d).
-        head: a trained Head, or the path of a saved one (``qrerank train``); a saved head with
-            fine-tuned encoder layers brings its own encoder when ``encoder`` is a name.
+        head: a trained Head, a :class:`~qrerank.heads.bundle.HeadBundle`, or the path of a
+            saved head (``qrerank train``); a head with fine-tuned encoder layers brings its own
+            encoder (``encoder`` may then only name its base model).
         backend: "closed-form" (default), or "qiskit"/"pennylane" to compute fidelity by
             circuit simulation (extras; small dims only).
         shots: shot count for simulator backends (None = exact statevector).
@@ -87,7 +123,7 @@ class Reranker:
         method: Method | str = Method.HYBRID,
         alpha: float = 0.5,
         tau: float | None = None,
-        head: Head | str | os.PathLike[str] | None = None,
+        head: Head | HeadBundle | str | os.PathLike[str] | None = None,
         normalize: Normalize = "minmax",
         backend: str = "closed-form",
         shots: int | None = None,
@@ -98,22 +134,8 @@ class Reranker:
 
         rt = parse_runtime(runtime)
         if head is not None and not isinstance(head, Head):
-            from qrerank.heads.io import head_encoder_info, load_head_encoder
-
-            if head_encoder_info(head) is not None:
-                if rt.is_onnx:
-                    raise InputError(
-                        f"head {head} was trained with fine-tuned encoder layers, which run on torch only; "
-                        f"drop --runtime {rt.value}"
-                    )
-                # The head was trained together with its encoder's last layers: use that encoder.
-                if encoder is None or isinstance(encoder, str):
-                    encoder = load_head_encoder(head, model=encoder) or encoder  # not None: info exists
-                elif "+tuned-" not in encoder.name:
-                    raise InputError(
-                        f"head {head} was trained with fine-tuned encoder layers; pass a model name "
-                        f"(or encoder=load_head_encoder(head)) instead of the base encoder {encoder.name}"
-                    )
+            bundle = _head_bundle(head, encoder, rt)
+            encoder, head = _bundle_encoder(bundle, encoder), bundle.head
         if encoder is None:
             encoder = DEFAULT_MODEL
         self.encoder = load_encoder(encoder, runtime=rt) if isinstance(encoder, str) else encoder
@@ -123,14 +145,24 @@ class Reranker:
         if tau is not None and not 0.0 < tau < math.inf:  # also refuses NaN
             raise InputError(f"tau must be a positive finite number, got {tau}")
         self.alpha, self.tau, self.normalize = alpha, tau, normalize
-        if head is not None and not isinstance(head, Head):
-            from qrerank.heads.io import load_head
-
-            head = load_head(head, in_dim=self.encoder.dim)
         if head is not None and head.in_dim != self.encoder.dim:
             raise InputError(f"head expects {head.in_dim}-d embeddings, encoder gives {self.encoder.dim}-d")
         self.head = head
         self.backend, self.shots, self.batch_size = backend, shots, batch_size
+
+    def with_encoder(self, encoder: Encoder) -> Reranker:
+        """This Reranker (method, alpha, tau, head, backend, shots, ...) on another encoder of the same dim.
+
+        Every setting is kept, so a caller that only swaps the encoder (the service's batching
+        bridge) cannot drop one.
+        """
+        if encoder.dim != self.encoder.dim:
+            raise InputError(
+                f"encoder gives {encoder.dim}-d embeddings, this Reranker's {self.encoder.dim}-d"
+            )
+        clone = copy.copy(self)
+        clone.encoder = encoder
+        return clone
 
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
         return torch.from_numpy(np.asarray(self.encoder.encode(list(texts), batch_size=self.batch_size)))

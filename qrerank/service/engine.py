@@ -22,7 +22,6 @@ import torch
 from qrerank.core.encoding import bloch_angles, default_tau
 from qrerank.core.fusion import RRF_K
 from qrerank.embed.base import Encoder
-from qrerank.errors import InputError
 from qrerank.rerank.pipeline import Fusion, SearchMethod, parse_fusion, parse_search_method
 from qrerank.rerank.reranker import Reranker, ranked
 from qrerank.rerank.scoring import Method, parse_method
@@ -73,22 +72,17 @@ def load_reranker(
     """The Reranker the settings describe (model and runtime default to the index's)."""
     from qrerank.embed.models import DEFAULT_MODEL, load_encoder
     from qrerank.embed.runtime import parse_runtime
-    from qrerank.heads.io import head_encoder_info, load_head_encoder
+    from qrerank.heads.bundle import load_head_bundle
 
     name = settings.model or index_model or DEFAULT_MODEL
     rt = parse_runtime(runtime or settings.runtime)
-    if rt.is_onnx and settings.head and head_encoder_info(settings.head) is not None:
-        raise InputError(
-            f"head {settings.head} was trained with fine-tuned encoder layers, which run on torch only; "
-            f"unset runtime {rt.value}"
-        )
     # No on-disk embedding cache: a server must not grow a file with every text it is sent.
-    tuned = (
-        load_head_encoder(settings.head, device=settings.device, cache=False, model=settings.model)
+    bundle = (
+        load_head_bundle(settings.head, model=settings.model, device=settings.device, cache=False, runtime=rt)
         if settings.head
         else None
     )
-    encoder = tuned or load_encoder(
+    encoder = (bundle.encoder if bundle is not None else None) or load_encoder(
         name, device=settings.device, normalize=normalized, cache=False, runtime=rt
     )
     return Reranker(
@@ -96,7 +90,7 @@ def load_reranker(
         method=settings.method,
         alpha=settings.alpha,
         tau=settings.tau,
-        head=settings.head,
+        head=bundle,
         batch_size=settings.encode_batch_size,
     )
 
@@ -178,10 +172,8 @@ class Engine:
             from qrerank.rerank.pipeline import SearchPipeline
 
             bridge = _BatchedEncoder(rr.encoder, self._batcher, loop, self.settings.request_timeout_s)
-            searcher = Reranker(
-                bridge, method=rr.method, alpha=rr.alpha, tau=rr.tau, head=rr.head, normalize=rr.normalize
-            )
-            self.pipeline = SearchPipeline(index, reranker=searcher)
+            # Every setting of the served Reranker (backend and shots too), only the encoder swapped.
+            self.pipeline = SearchPipeline(index, reranker=rr.with_encoder(bridge))
             # The directory's name only: /health is public and must not reveal the filesystem.
             self.index_info = {"name": Path(index.path).name, "documents": len(index), "model": index.model}
         where = f" from {index.path}" if index is not None else ""

@@ -410,9 +410,9 @@ def model_card(result: TrainResult, config: TrainConfig, data: TrainingData, com
     ]
     if command:
         lines += ["Command:", "", "```", command, "```", ""]
-    load = "`qrerank.heads.io.load_head(path)`"
+    load = "`qrerank.heads.load_head_bundle(path)`"
     if config.train_layers:
-        load += " with its encoder from `qrerank.heads.io.load_head_encoder(path)`"
+        load += " (the head and its fine-tuned encoder)"
     lines += [f"Load it with {load}, or use `qrerank rerank ... --head PATH`.", ""]
     return "\n".join(lines)
 
