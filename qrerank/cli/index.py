@@ -20,6 +20,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("index", help="index a JSONL file, a BEIR corpus or a folder of .txt/.md files")
     p.add_argument("src", help="docs.jsonl, a BEIR dataset dir (corpus.jsonl) or a folder of text files")
     p.add_argument("--out", required=True, help="index directory to write (replaced atomically)")
+    _add_storage_args(p)
+    _add_ann_args(p)
+    add_update_args(p)
+    _add_encode_args(p)
+    p.set_defaults(func=run)
+
+
+def _add_storage_args(p: argparse.ArgumentParser) -> None:
+    """The encoder and what the index stores: kind, search space, tau, raw vectors, BM25, dtype."""
     p.add_argument(
         "--model",
         default=None,
@@ -48,6 +57,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="storage dtype of the embeddings (default float32; float16: half the size; see BENCHMARKS.md)",
     )
+
+
+def _add_ann_args(p: argparse.ArgumentParser) -> None:
+    """The FAISS settings stored in the index (HNSW links and search width, IVF lists and probes)."""
     ann = p.add_argument_group("ANN settings (stored in the index; defaults: FAISS's, see BENCHMARKS.md)")
     ann.add_argument(
         "--hnsw-m",
@@ -77,7 +90,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="ivf: lists searched per query (default 16)",
     )
-    add_update_args(p)
+
+
+def _add_encode_args(p: argparse.ArgumentParser) -> None:
+    """Where and how the corpus is encoded: batch size, device, runtime, a Ray cluster."""
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
     add_runtime_arg(p)
@@ -89,7 +105,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--ray-actors", type=positive_int, default=None, help="encoder actors (default 1)")
     p.add_argument("--ray-gpus-per-actor", type=positive_float, default=None, help="GPUs each actor reserves")
-    p.set_defaults(func=run)
 
 
 # flag attribute -> (FaissIndex parameter, the kind it belongs to)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from typing import TYPE_CHECKING
 
 from qrerank.cli._common import (
     add_runtime_arg,
@@ -15,6 +16,10 @@ from qrerank.cli._common import (
     write,
 )
 from qrerank.embed.models import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from qrerank.embed.runtime import Runtime
+    from qrerank.train.trainer import TrainConfig, TrainResult
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -75,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     """Runs ``qrerank train`` with the parsed ``args``; returns the exit code."""
     from qrerank.embed.runtime import parse_runtime
     from qrerank.errors import InputError
-    from qrerank.train.trainer import TrainConfig, train
+    from qrerank.train.trainer import train
 
     out_dir(args.out)  # refused now, not after training
     runtime = parse_runtime(args.runtime)
@@ -84,7 +89,23 @@ def run(args: argparse.Namespace) -> int:
             f"--train-layers {args.train_layers} fine-tunes the encoder, which needs the torch runtime; "
             f"drop --runtime {runtime.value} (a frozen-encoder head, --train-layers 0, can use it)"
         )
-    config = TrainConfig(
+    config = _config(args)
+    command = _command(args, runtime)
+    encoder = None
+    if runtime.is_onnx:  # the trainer loads config.model on torch itself
+        from qrerank.embed.models import load_encoder
+
+        encoder = load_encoder(args.model, runtime=runtime)
+    result = train(args.data, config, args.out, encoder=encoder, command=command, show_progress=True)
+    _report(args, result)
+    return 0
+
+
+def _config(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig of the parsed ``args``."""
+    from qrerank.train.trainer import TrainConfig
+
+    return TrainConfig(
         head=args.head,
         out_dim=args.out_dim,
         split=args.split,
@@ -104,7 +125,11 @@ def run(args: argparse.Namespace) -> int:
         val_depth=args.val_depth,
         model=args.model,
     )
-    command = "qrerank train " + shlex.join(
+
+
+def _command(args: argparse.Namespace, runtime: Runtime) -> str:
+    """The command line that reproduces this training run, with every setting spelled out (for the card)."""
+    return "qrerank train " + shlex.join(
         [args.data, "--head", args.head, "--out-dim", str(args.out_dim), "--split", args.split]
         + ["--rel-level", str(args.rel_level), "--frac", str(args.frac), "--seed", str(args.seed)]
         + ["--epochs", str(args.epochs), "--patience", str(args.patience), "--negatives", str(args.negatives)]
@@ -120,12 +145,10 @@ def run(args: argparse.Namespace) -> int:
         + (["--runtime", runtime.value] if runtime.is_onnx else [])
         + ["--out", args.out]
     )
-    encoder = None
-    if runtime.is_onnx:  # the trainer loads config.model on torch itself
-        from qrerank.embed.models import load_encoder
 
-        encoder = load_encoder(args.model, runtime=runtime)
-    result = train(args.data, config, args.out, encoder=encoder, command=command, show_progress=True)
+
+def _report(args: argparse.Namespace, result: TrainResult) -> None:
+    """The lines printed after training: size, time, best validation nDCG@10 vs cosine, output."""
     write(
         f"trained {args.head} head ({result.trainable_parameters:,} params) in {result.train_seconds:.1f}s "
         f"(+{result.encode_seconds:.1f}s encoding): best val nDCG@10 {result.best_val_ndcg10:.4f} "
@@ -133,4 +156,3 @@ def run(args: argparse.Namespace) -> int:
     )
     if result.best_epoch == 0 and result.num_val_queries:
         write("note: no epoch beat the untrained head on validation; the saved head is the untrained one")
-    return 0
