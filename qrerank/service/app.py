@@ -172,7 +172,7 @@ def _lifespan(engine: Engine, metrics: ServiceMetrics, settings: Settings) -> Li
 
 
 def _add_middleware(app: FastAPI, settings: Settings, metrics: ServiceMetrics) -> None:
-    """The gate (metrics, body limit, API key), then CORS if ``settings.cors_origins`` (added last: outermost)."""
+    """The gate (metrics, body limit, API key), then CORS around it if ``settings.cors_origins``."""
     app.add_middleware(_Gate, settings=settings, metrics=metrics)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
