@@ -142,16 +142,8 @@ def test_no_import_cycle_at_import_time() -> None:
     assert not cycles, f"import cycles at import time: {cycles}"
 
 
-# Subpackages that reach each other through lazy imports today (heads/io -> train/tuning ->
-# eval -> rerank -> heads ...); issue 13 item 2 (one head-bundle loader) breaks this loop, then
-# this allowance goes. Any other cycle between subpackages fails now.
-KNOWN_SUBPACKAGE_CYCLE = {"qrerank.eval", "qrerank.heads", "qrerank.rerank", "qrerank.train"}
-
-
-def test_subpackages_form_no_new_cycle() -> None:
-    """Subpackages (lazy imports included; the root ``qrerank`` re-exports left out) form no
-    cycle beyond the known one.
-    """
+def test_subpackages_form_no_cycle() -> None:
+    """Subpackages (lazy imports included; the root ``qrerank`` re-exports left out) form no cycle."""
     graph: dict[str, set[str]] = {}
     for mod, targets in _internal_edges(MODULES).items():
         if mod in ("qrerank", "qrerank.__main__"):
@@ -160,8 +152,17 @@ def test_subpackages_form_no_new_cycle() -> None:
         graph.setdefault(pkg, set()).update(
             _subpackage(t) for t in targets if t != "qrerank" and _subpackage(t) != pkg
         )
-    new = [c for c in _cycles(graph) if not set(c) <= KNOWN_SUBPACKAGE_CYCLE]
-    assert not new, f"import cycles between subpackages: {new}"
+    cycles = _cycles(graph)
+    assert not cycles, f"import cycles between subpackages: {cycles}"
+
+
+def test_train_does_not_import_eval() -> None:
+    """Training reads its data through the shared readers (``qrerank.judgments``), not eval/."""
+    bad = sorted(
+        f"{mod} -> {n}" for mod, names in MODULES.items() if mod.startswith("qrerank.train")
+        for n in names if n.startswith("qrerank.eval")
+    )  # fmt: skip
+    assert not bad, f"train/ imports eval/: {bad}"
 
 
 def test_the_cycle_check_sees_cycles() -> None:
