@@ -121,13 +121,17 @@ Planes = tuple[torch.Tensor, torch.Tensor]
 # so B <= 10 is safe) and 2.6e-63 in float64. Every partial product is >= the full one (all
 # factors <= 1), so no order of multiplication underflows.
 _BLOCK = 8
-# Below this sin^2, log1p(-x) is evaluated by its series -x(1 + x/2 + x^2/3 + x^3/4): the
-# truncation error is < x^5/5 <= 2e-11 relative to x, and no log is needed.
-_NEAR = 0.01
 # Q * D * n at or above which the compiled kernel is worth its one-off compile (seconds).
 _COMPILE_MIN = 1 << 24
 _compiled: Any = None  # torch.compile'd _blocked_log_fidelity, built on first use
 _compile_ok = True
+# Error bound of the blocked kernel. Each overlap a0 b0 + a1 b1 carries <= ~4 ulp of relative
+# error (from the planes and two roundings), a block's product of 8 <= 40 ulp, so each block's
+# log is off by <= 40 u absolute and log F by <= (n / 8) 40 u = 5 n u (u = eps / 2): 1.1e-4 at
+# n = 384 in float32. That is within 1e-4 relative wherever |log F| >= 5e4 n u; pairs above
+# -_REFINE n eps (4.6 at n = 384, a 4x margin) are nearly identical states, rare in retrieval,
+# and are recomputed with the per-qubit formula, which is precise at both ends.
+_REFINE = 1e5
 
 
 def bloch_planes(theta: torch.Tensor) -> Planes:
@@ -157,20 +161,22 @@ def _per_qubit(
 def _blocked_log_fidelity(
     a0: torch.Tensor, a1: torch.Tensor, b0: torch.Tensor, b1: torch.Tensor, floor: float
 ) -> torch.Tensor:
-    """log F of ``[Q, 1, n]`` x ``[1, D, n]`` planes -> ``[Q, D]``, one log per block (n % 8 == 0).
+    """log F of ``[1, Q, 1, n]`` x ``[T, 1, S, n]`` planes -> ``[T, Q, S]``, one log per block.
 
     Qubit i belongs to block ``i % (n / 8)``: a block's 8 qubits lie n/8 apart, so its product
-    runs over an outer axis and the inner one stays contiguous for SIMD. Nearly identical qubits
-    (x^2 < _NEAR) contribute their series term and a factor 1 to the product, the others their
-    overlap: full relative precision at both ends without a log per qubit.
+    runs over an outer axis and the inner one stays contiguous for SIMD. The documents come in
+    T groups of S rows so that each group (S x n x 8 bytes, ~200 KB) stays in cache while every
+    query of the tile passes over it. Near-identical pairs lose relative precision here; the
+    caller refines them (see ``_REFINE``).
     """
-    o = a0 * b0 + a1 * b1
-    x2 = (a0 * b1 - a1 * b0).square()
-    near = x2 < _NEAR
-    series = x2 * (1.0 + x2 * (0.5 + x2 * (1.0 / 3.0 + x2 * 0.25)))
-    factor = torch.where(near, 1.0, o.abs().clamp(min=floor))
-    blocks = factor.view(factor.shape[0], factor.shape[1], _BLOCK, -1).prod(dim=2)
-    return 2.0 * torch.log(blocks).sum(dim=-1) - torch.where(near, series, 0.0).sum(dim=-1)
+    o = (a0 * b0 + a1 * b1).abs().clamp(min=floor)
+    m = o.shape[-1] // _BLOCK
+    # An explicit product of 8 slices fuses into the log-sum loop; .prod over a view of the
+    # blocks made the compiler write the [T, Q, S, m] products out and read them back.
+    blocks = o[..., :m]
+    for k in range(1, _BLOCK):
+        blocks = blocks * o[..., k * m : (k + 1) * m]
+    return 2.0 * torch.log(blocks).sum(dim=-1)
 
 
 def _takes_kernel(q: torch.Tensor, d: torch.Tensor) -> bool:
@@ -201,29 +207,57 @@ def _compiled_kernel(size: int, compile: bool | None) -> Any:
     return _compiled
 
 
-# Tiles of the compiled kernel (queries, documents): one query streams long document tiles
-# (memory-bound), many queries share each document tile while it is in cache (compute-bound).
-_TILE_ONE = (1, 16384)
-_TILE_MANY = (16, 1024)
+# Tiles of the compiled kernel: (queries, document groups T, rows per group S). One query
+# streams long document tiles (memory-bound); many queries share each cached group of rows
+# (compute-bound). Measured on 2 cores, d = 384: 1 x 100k in 2.7x a cosine mat-vec, 32 x 100k
+# in 4.4x a cosine matmul (benchmarks/perf.py).
+_TILE_ONE = (1, 64, 256)
+_TILE_MANY = (32, 64, 64)
+_MAX_GRAPHS = 64
 
 
 def _tiled(
     kernel: Any, q0: torch.Tensor, q1: torch.Tensor, d0: torch.Tensor, d1: torch.Tensor, floor: float
 ) -> torch.Tensor:
-    """``kernel`` over fixed tiles (padded with |0> qubits, whose results are dropped)."""
-    n_q, n_d = q0.shape[0], d0.shape[0]
-    tq, td = _TILE_ONE if n_q == 1 else _TILE_MANY
+    """``kernel`` over fixed tiles: [Q, D].
+
+    A short last tile is shifted back to overlap the one before it (padding it would copy the
+    whole tile); only an input smaller than one tile is padded, with |0> qubits whose results
+    are dropped.
+    """
+    n_q, n_d, n = q0.shape[0], d0.shape[0], q0.shape[1]
+    tq, groups, rows = _TILE_ONE if n_q == 1 else _TILE_MANY
+    td = groups * rows
     out = q0.new_empty((n_q, n_d))
-
-    def pad(x: torch.Tensor, rows: int, fill: float) -> torch.Tensor:
-        return x if x.shape[0] == rows else torch.cat([x, x.new_full((rows - x.shape[0], x.shape[1]), fill)])
-
-    for i in range(0, n_q, tq):
-        a = [pad(x[i : i + tq], tq, f)[:, None] for x, f in ((q0, 1.0), (q1, 0.0))]
-        for j in range(0, n_d, td):
-            b = [pad(x[j : j + td], td, f)[None] for x, f in ((d0, 1.0), (d1, 0.0))]
-            out[i : i + tq, j : j + td] = kernel(a[0], a[1], b[0], b[1], floor)[: n_q - i, : n_d - j]
+    # Each (n, tile, dtype) is its own static-shape graph; dynamo's default of 8 per function
+    # would silently drop a process using several qubit counts back to eager (~40x slower).
+    with torch._dynamo.config.patch(recompile_limit=_MAX_GRAPHS):
+        for i in _starts(n_q, tq):
+            a = [_pad(x[i : i + tq], tq, f).reshape(1, tq, 1, n) for x, f in ((q0, 1.0), (q1, 0.0))]
+            for j in _starts(n_d, td):
+                b = [_pad(x[j : j + td], td, f).reshape(groups, 1, rows, n) for x, f in ((d0, 1.0), (d1, 0.0))]
+                tile = kernel(a[0], a[1], b[0], b[1], floor).transpose(0, 1).reshape(tq, td)
+                out[i : i + tq, j : j + td] = tile[: n_q - i, : n_d - j]
     return out
+
+
+def _starts(total: int, size: int) -> list[int]:
+    """Tile starts covering ``range(total)``, the last one moved back to end at ``total``."""
+    return [min(i, max(0, total - size)) for i in range(0, total, size)]
+
+
+def _pad(x: torch.Tensor, size: int, fill: float) -> torch.Tensor:
+    """``x`` grown to ``size`` rows with ``fill`` (|0> qubits: 1, 0) when it has fewer."""
+    return x if x.shape[0] == size else torch.cat([x, x.new_full((size - x.shape[0], x.shape[1]), fill)])
+
+
+def _refine(out: torch.Tensor, q: Planes, d: Planes, floor: float) -> None:
+    """Recompute in place, by the per-qubit formula, the pairs the blocked kernel is too coarse for."""
+    n = q[0].shape[1]
+    rows, cols = torch.nonzero(out > -_REFINE * n * torch.finfo(out.dtype).eps, as_tuple=True)
+    for k in range(0, rows.numel(), 4096):
+        r, c = rows[k : k + 4096], cols[k : k + 4096]
+        out[r, c] = _per_qubit(q[0][r], q[1][r], d[0][c], d[1][c], floor).sum(-1)
 
 
 def log_fidelity_planes_matrix(
@@ -252,8 +286,10 @@ def log_fidelity_planes_matrix(
         in float32, to ~1e-12 in float64; tested at identical, nearly identical and orthogonal
         qubits.
 
-    Cost: one multiply-add per qubit pair for the overlap, one for its complement, one log per
-    block of 8 qubits (see ``_BLOCK`` for the no-underflow bound).
+    Cost: one multiply-add per qubit pair for the overlap and one log per block of 8 qubits
+    (see ``_BLOCK`` for the no-underflow bound); the rare nearly identical pairs, whose
+    log F is too small for the blocked products' rounding, are recomputed per qubit
+    (``_REFINE``).
     """
     (q0, q1), (d0, d1) = q, d
     if q0.dim() != 2 or d0.dim() != 2 or q0.shape[1] != d0.shape[1]:
@@ -261,16 +297,17 @@ def log_fidelity_planes_matrix(
     n_q, n = q0.shape
     n_d = d0.shape[0]
     floor = _floor(q0.dtype, eps)
-    out = q0.new_zeros((n_q, n_d))
     if n_q == 0 or n_d == 0 or n == 0:
-        return out
+        return q0.new_zeros((n_q, n_d))
     kernel = _compiled_kernel(n_q * n_d * n, compile)
     # Compiled (tiles): blocks of 8 qubits, the last n % 8 one log each. Eager: one log
     # per qubit (a product over a strided axis is slow in eager torch, the log is not).
     main = n - n % _BLOCK if kernel is not None else 0
     if main:
         a0, a1, b0, b1 = (x[:, :main] for x in (q0, q1, d0, d1))
-        out += _tiled(kernel, a0, a1, b0, b1, math.sqrt(floor))
+        out = _tiled(kernel, a0, a1, b0, b1, math.sqrt(floor))
+    else:
+        out = q0.new_zeros((n_q, n_d))
     if main < n:
         if chunk is None:
             chunk = max(1, _CHUNK_ELEMENTS // max(1, n_q * (n - main)))
@@ -279,6 +316,8 @@ def log_fidelity_planes_matrix(
             block = slice(i, i + chunk)
             rest_d0, rest_d1 = (x[None, block, main:] for x in (d0, d1))
             out[:, block] += _per_qubit(rest_q0, rest_q1, rest_d0, rest_d1, floor).sum(-1)
+    if main:
+        _refine(out, q, d, floor)
     return out
 
 

@@ -175,6 +175,10 @@ def test_planes_kernel_matches_the_float64_reference(gen: torch.Generator, n: in
     got32 = log_fidelity_planes_matrix(bloch_planes(tq32), bloch_planes(td32), compile=compile).double()
     assert torch.isclose(got32, ref32, rtol=1e-4, atol=1e-7).all(), (got32 - ref32).abs().max()
     assert got32[0, 0] == pytest.approx(0.0, abs=1e-6)
+    # One query takes the other tile; its nearly identical pair (d[2], log F ~ -n 2.5e-5) is
+    # below the blocked products' precision and must come out refined, like the rest.
+    one = log_fidelity_planes_matrix(bloch_planes(tq32[1:2]), bloch_planes(td32), compile=compile).double()
+    assert torch.isclose(one, ref32[1:2], rtol=1e-4, atol=1e-7).all(), (one - ref32[1:2]).abs().max()
 
 
 def _reference_floored(tq: torch.Tensor, td: torch.Tensor, floor: float) -> torch.Tensor:
@@ -198,3 +202,22 @@ def test_matrix_forms_match_the_reference_and_keep_gradients(gen: torch.Generato
     out = log_fidelity_angles_matrix(a, td)
     out.sum().backward()
     assert out.grad_fn is not None and torch.isfinite(a.grad).all()
+
+
+def test_tiles_cover_every_pair_and_lift_the_recompile_limit(gen: torch.Generator) -> None:
+    """The tile walk (overlapping last tiles, padding below one tile) fills every pair exactly
+    once with the kernel's value, with dynamo's recompile limit raised for the kernel's graphs."""
+    from qrerank.core import fidelity
+
+    seen: list[int] = []
+
+    def kernel(a0: torch.Tensor, a1: torch.Tensor, b0: torch.Tensor, b1: torch.Tensor, floor: float) -> torch.Tensor:
+        seen.append(torch._dynamo.config.recompile_limit)
+        return (a0 * b0).sum(-1)  # [T, Q, S]: a stand-in with a value per pair
+
+    for n_q, n_d in [(1, 5), (1, 40_000), (3, 9000), (45, 4096 + 7)]:
+        q0, q1 = torch.rand(n_q, 8, generator=gen), torch.zeros(n_q, 8)
+        d0, d1 = torch.rand(n_d, 8, generator=gen), torch.zeros(n_d, 8)
+        got = fidelity._tiled(kernel, q0, q1, d0, d1, 0.0)
+        assert torch.allclose(got, q0 @ d0.T, rtol=1e-5)
+    assert seen and min(seen) == fidelity._MAX_GRAPHS > 8
