@@ -321,6 +321,33 @@ def log_fidelity_planes_matrix(
     return out
 
 
+def log_fidelity_candidates(
+    theta_q: torch.Tensor, theta_d: torch.Tensor, eps: float | None = None
+) -> torch.Tensor:
+    """Log-fidelity of one query against its candidates: ``[n] x [D, n] -> [D]``, eager.
+
+    The reranking stage's form (10^2..10^3 candidates, too few for the compiled kernel's
+    tiles): one cosine per qubit pair, ``cos((theta_q - theta_d) / 2)`` (>= 0 on Bloch angles),
+    floored at sqrt(eps), multiplied in blocks of 8 with one log per block, as in
+    :func:`log_fidelity_planes_matrix`, and nearly identical pairs recomputed by
+    :func:`log_fidelity_angles` (``_REFINE``). With gradients, :func:`log_fidelity_angles`.
+    """
+    if theta_q.dim() != 1 or theta_d.dim() != 2 or theta_d.shape[1] != theta_q.shape[0]:
+        raise ValueError(f"expected [n] and [D, n] angles, got {tuple(theta_q.shape)}, {tuple(theta_d.shape)}")
+    if torch.is_grad_enabled() and (theta_q.requires_grad or theta_d.requires_grad):
+        return log_fidelity_angles(theta_q, theta_d, eps)
+    n_d, n = theta_d.shape
+    floor = _floor(theta_d.dtype, eps)
+    main = n - n % _BLOCK
+    o = torch.sub(theta_q, theta_d).mul_(0.5).cos_().abs_().clamp_(min=math.sqrt(floor))
+    blocks = o[:, :main].reshape(n_d, _BLOCK, main // _BLOCK).prod(dim=1)
+    out = blocks.log_().sum(-1).add_(o[:, main:].log().sum(-1)).mul_(2.0)
+    near = out > -_REFINE * n * torch.finfo(out.dtype).eps
+    if bool(near.any()):
+        out[near] = log_fidelity_angles(theta_q, theta_d[near], eps)
+    return out
+
+
 def _check_matrix(a: torch.Tensor, b: torch.Tensor, ndim: int) -> None:
     if a.dim() != ndim or b.dim() != ndim:
         raise ValueError(f"expected {ndim}-d inputs, got shapes {tuple(a.shape)}, {tuple(b.shape)}")

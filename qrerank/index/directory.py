@@ -63,7 +63,7 @@ import torch
 
 from qrerank._fs import sha256_file
 from qrerank.core.encoding import bloch_angles
-from qrerank.core.fidelity import log_fidelity_angles_matrix
+from qrerank.core.fidelity import log_fidelity_candidates
 from qrerank.embed.runtime import RUNTIMES
 from qrerank.errors import IndexFormatError
 from qrerank.index.base import VectorIndex
@@ -297,8 +297,7 @@ class DocumentIndex:
             found = found[found >= 0]
             if not len(found):
                 continue
-            logf = log_fidelity_angles_matrix(theta[i : i + 1], torch.from_numpy(self.angles_of(found)))
-            logf_np = logf[0].numpy()
+            logf_np = log_fidelity_candidates(theta[i], torch.from_numpy(self.angles_of(found))).numpy()
             best = np.lexsort((found, -logf_np))[:k]
             scores[i, : len(best)], rows[i, : len(best)] = logf_np[best], found[best]
         return scores, rows

@@ -8,7 +8,7 @@ from enum import StrEnum
 import torch
 
 from qrerank.core.encoding import bloch_angles, default_tau
-from qrerank.core.fidelity import log_fidelity_angles
+from qrerank.core.fidelity import log_fidelity_candidates
 from qrerank.core.fusion import Normalize, hybrid_scores
 from qrerank.core.head import Head
 from qrerank.core.similarity import cosine_matrix, similarity
@@ -79,8 +79,7 @@ def score_candidates(
         tau = tau if tau is not None else default_tau(query.shape[0])
         theta_q = bloch_angles(query, tau)
         theta_d = doc_angles if doc_angles is not None else bloch_angles(docs, tau)
-        # One query's candidates (10^2..10^3): the pairwise formula is the fastest eager path.
-        quantum = log_fidelity_angles(theta_q[None], theta_d)
+        quantum = log_fidelity_candidates(theta_q, theta_d)
         n_qubits = query.shape[0]
     if method is Method.COSINE:
         score = cos

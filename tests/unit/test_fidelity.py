@@ -221,3 +221,27 @@ def test_tiles_cover_every_pair_and_lift_the_recompile_limit(gen: torch.Generato
         got = fidelity._tiled(kernel, q0, q1, d0, d1, 0.0)
         assert torch.allclose(got, q0 @ d0.T, rtol=1e-5)
     assert seen and min(seen) == fidelity._MAX_GRAPHS > 8
+
+
+@pytest.mark.parametrize("n", [384, 21, 5])
+def test_candidates_form_matches_the_float64_reference(gen: torch.Generator, n: int) -> None:
+    """The reranking stage's one-query form, on identical, nearly identical, nearly orthogonal
+    and orthogonal qubit pairs: 1e-4 relative in float32 (the identical pair exactly 0), and
+    the differentiable formula, with its gradients, when a gradient is asked for."""
+    from qrerank.core.fidelity import log_fidelity_candidates
+
+    tq, td = _hard_angles(gen, 40, n)
+    for row in range(3):
+        ref = _reference(tq[row : row + 1], td)[0]
+        assert torch.allclose(log_fidelity_candidates(tq[row], td), ref, rtol=1e-10, atol=1e-12)
+        q32, d32 = tq[row].float(), td.float()
+        ref32 = _reference_floored(q32[None], d32, torch.finfo(torch.float32).eps)[0]
+        got = log_fidelity_candidates(q32, d32).double()
+        assert torch.isclose(got, ref32, rtol=1e-4, atol=1e-7).all(), (got - ref32).abs().max()
+    assert log_fidelity_candidates(tq[0].float(), td.float())[0] == 0.0
+    a = tq[0].clone().requires_grad_(True)
+    out = log_fidelity_candidates(a, td)
+    out.sum().backward()
+    assert out.grad_fn is not None and torch.isfinite(a.grad).all()
+    with pytest.raises(ValueError, match="expected"):
+        log_fidelity_candidates(tq, td)
