@@ -4,7 +4,8 @@
     python benchmarks/perf.py --docs 20000    # a smaller corpus (quick look)
 
 Every timing is a median over ``--repeats`` calls after one warm-up call (the compiled kernel's
-one-off compile is timed separately), on seeded unit vectors (d = 384, MiniLM's size) encoded
+one-off compile is timed separately), each kernel interleaved call by call with its
+cosine baseline (``paired_ms``), on seeded unit vectors (d = 384, MiniLM's size) encoded
 at tau = 1/sqrt(d). Each row quotes its ratio to the cosine baseline of the same tensors, in
 the same process. The old formula (``log_fidelity_angles``, a sine, a cosine and a log per
 qubit pair) is timed beside the kernel; every fast result is checked against the float64
@@ -40,6 +41,20 @@ def median_ms(fn: Callable[[], Any], repeats: int) -> float:
     return 1e3 * statistics.median(times)
 
 
+def paired_ms(fns: list[Callable[[], Any]], repeats: int) -> list[float]:
+    """Medians of ``fns`` timed round-robin: a baseline and its rival see the same machine state
+    (a shared core's load drifts over seconds, so timing them one after the other skews ratios)."""
+    for fn in fns:
+        fn()  # warm-up (and, for the compiled kernel, its compile)
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, ts in zip(fns, times, strict=True):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+    return [1e3 * statistics.median(ts) for ts in times]
+
+
 def unit(n: int, d: int, gen: torch.Generator) -> torch.Tensor:
     return torch.nn.functional.normalize(torch.randn(n, d, generator=gen), dim=1)
 
@@ -56,12 +71,14 @@ def kernel_row(
     """One row: cosine vs the compiled kernel, the eager kernel and the old pairwise formula."""
     n_q, d = q.shape
     planes_q, planes_d = bloch_planes(theta_q), bloch_planes(theta_d)  # an index keeps planes_d
-    cos_ms = median_ms((lambda: docs @ q[0]) if n_q == 1 else (lambda: q @ docs.T), repeats)
     t0 = time.perf_counter()
     fast = log_fidelity_planes_matrix(planes_q, planes_d, compile=True)
     compile_s = time.perf_counter() - t0
     err = check(fast, theta_q, theta_d)
-    compiled = median_ms(lambda: log_fidelity_planes_matrix(planes_q, planes_d, compile=True), repeats)
+    cosine = (lambda: docs @ q[0]) if n_q == 1 else (lambda: q @ docs.T)
+    cos_ms, compiled = paired_ms(
+        [cosine, lambda: log_fidelity_planes_matrix(planes_q, planes_d, compile=True)], repeats
+    )
     # The eager path serves small matrices; at 32 queries it is timed once.
     eager = median_ms(
         lambda: log_fidelity_planes_matrix(planes_q, planes_d, compile=False), 3 if n_q == 1 else 1
@@ -88,13 +105,16 @@ def candidates_table(d: int, repeats: int, gen: torch.Generator) -> list[dict[st
         docs = unit(n, d, gen)
         q = unit(1, d, gen)[0]
         angles = bloch_angles(docs, tau)
-        base = median_ms(lambda: torch.topk(docs @ q, 10), repeats * 10)  # noqa: B023
+        methods = ("cosine", "fidelity", "hybrid")
+        # Microseconds each: timed back to back, not interleaved (a rival's call between two
+        # baseline calls would evict the baseline's cached tensors and flatter the ratio).
+        base = median_ms(lambda: torch.topk(docs @ q, 10), repeats * 30)  # noqa: B023
+        times = [
+            median_ms(lambda m=m: score_candidates(q, docs, method=m, tau=tau, doc_angles=angles), repeats * 30)  # noqa: B023
+            for m in methods
+        ]
         row: dict[str, Any] = {"candidates": n, "dim": d, "topk_cosine_ms": base}
-        for method in ("cosine", "fidelity", "hybrid"):
-            ms = median_ms(
-                lambda: score_candidates(q, docs, method=method, tau=tau, doc_angles=angles),  # noqa: B023
-                repeats * 10,
-            )
+        for method, ms in zip(methods, times, strict=True):
             row[f"{method}_ms"] = ms
             row[f"{method}_vs_topk"] = ms / base
         rows.append(row)
