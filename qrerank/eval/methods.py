@@ -46,7 +46,7 @@ from qrerank.core.head import Head
 from qrerank.core.similarity import cosine_matrix, similarity_matrix
 from qrerank.errors import InputError
 from qrerank.index.lexical import BM25_B, BM25_K1, BM25Scorer
-from qrerank.rerank.scoring import rank_order
+from qrerank.rerank.scoring import top_order
 
 __all__ = [
     "BM25_B",
@@ -323,8 +323,8 @@ class CandidateScorer:
                 out[qid] = {}
                 continue
             s = self.scores(spec, i, heads)
-            top = rank_order(s)[:depth].tolist()
-            out[qid] = {cands[j]: float(s[j]) for j in top}
+            top = top_order(s, depth)
+            out[qid] = dict(zip([cands[j] for j in top.tolist()], s[top].tolist(), strict=True))
         return out
 
 

@@ -93,3 +93,18 @@ def score_candidates(
 def rank_order(score: torch.Tensor) -> torch.Tensor:
     """Indices sorting ``[D]`` scores descending; ties keep input order (stable)."""
     return torch.sort(score, descending=True, stable=True).indices
+
+
+def top_order(score: torch.Tensor, k: int) -> torch.Tensor:
+    """``rank_order(score)[:k]`` without sorting all ``D`` scores (an eval ranks whole corpora).
+
+    Every score tied with the k-th best is kept before the stable sort, so ties still keep
+    input order at the cut.
+    """
+    if k >= score.numel():
+        return rank_order(score)
+    kth = torch.topk(score, k).values[-1]
+    if torch.isnan(kth):  # NaN ranks first in both; keep the full sort's order exactly
+        return rank_order(score)[:k]
+    pool = torch.nonzero(score >= kth).squeeze(1)  # ascending input order
+    return pool[rank_order(score[pool])][:k]

@@ -46,3 +46,16 @@ def test_score_candidates_methods(gen: torch.Generator) -> None:
         score_candidates(q, docs, method="bm25")
     with pytest.raises(ValueError, match="expected query"):
         score_candidates(docs, docs)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_top_order_equals_the_full_stable_sort_cut(seed: int) -> None:
+    """Heavy ties (few distinct values), every cut: ``top_order`` is ``rank_order[:k]``."""
+    from qrerank.rerank.scoring import rank_order, top_order
+
+    gen = torch.Generator().manual_seed(seed)
+    score = torch.randint(0, 5, (50,), generator=gen).double()
+    if seed % 2:
+        score = score + torch.rand(50, generator=gen, dtype=torch.float64)  # no ties
+    for k in (1, 3, 10, 49, 50, 80):
+        assert torch.equal(top_order(score, k), rank_order(score)[:k])
