@@ -166,10 +166,14 @@ class SearchPipeline:
         self, query: str, k: int, top_n: int, method: Method, alpha: float | None
     ) -> list[RankedDoc]:
         q = self.reranker.embed([query])
-        rows_list = self._dense_rows(q, k)
+        first, rows = self.index.search(q.numpy(), k)
+        keep = rows[0] >= 0  # IVF may return -1 for empty slots
+        rows_list = [int(r) for r in rows[0][keep]]
         if not rows_list:
             return []
-        scores = self._score_rows(q, rows_list, method, alpha)
+        # An angle-space first stage has already scored these rows by exact log F.
+        logf = torch.from_numpy(first[0][keep]) if self.index.space == "angles" else None
+        scores = self._score_rows(q, rows_list, method, alpha, logf)
         hits = ranked(self.index.documents(rows_list), scores, top_n)
         return [replace(hit, index=rows_list[hit.index]) for hit in hits]
 
@@ -178,18 +182,28 @@ class SearchPipeline:
         return [int(r) for r in rows[0] if r >= 0]  # IVF may return -1 for empty slots
 
     def _score_rows(
-        self, q: torch.Tensor, rows_list: list[int], method: Method | None, alpha: float | None
+        self,
+        q: torch.Tensor,
+        rows_list: list[int],
+        method: Method | None,
+        alpha: float | None,
+        first_logf: torch.Tensor | None = None,
     ) -> Scores:
-        """The reranker's scores of index rows for query embedding ``q`` ``[1, d]``."""
+        """The reranker's scores of index rows for query embedding ``q`` ``[1, d]``.
+
+        ``first_logf``: the angle index's log F of these rows, at the index's tau.
+        """
         idx = np.asarray(rows_list)
         docs_emb = torch.from_numpy(self.index.embeddings_of(idx))  # float32 whatever the storage dtype
         # Queries are encoded at the tau the stored angles use, unless the caller overrides it.
         tau = self.reranker.tau if self.reranker.tau is not None else self.index.tau
-        angles = None
+        angles = logf = None
         if tau == self.index.tau and self.reranker.head is None:
-            angles = torch.from_numpy(self.index.angles_of(idx))  # of these rows only
+            logf = first_logf
+            if logf is None:
+                angles = torch.from_numpy(self.index.angles_of(idx))  # of these rows only
         return self.reranker.score_embeddings(
-            q[0], docs_emb, method=method, alpha=alpha, doc_angles=angles, tau=tau
+            q[0], docs_emb, method=method, alpha=alpha, doc_angles=angles, tau=tau, log_fidelity=logf
         )
 
     def _lexical_search(self, query: str, bm25: np.ndarray, k: int, top_n: int) -> list[RankedDoc]:

@@ -176,10 +176,15 @@ class Reranker:
         alpha: float | None = None,
         doc_angles: torch.Tensor | None = None,
         tau: float | None = None,
+        log_fidelity: torch.Tensor | None = None,
     ) -> Scores:
-        """Scores of ``[D, d]`` doc embeddings for a ``[d]`` query embedding (``tau`` overrides)."""
+        """Scores of ``[D, d]`` doc embeddings for a ``[d]`` query embedding (``tau`` overrides).
+
+        ``log_fidelity`` (``[D]``, the closed form at this ``tau``, e.g. from an angle-space
+        index's first stage) is used as is; a head or a simulator backend computes its own.
+        """
         tau = self.tau if tau is None else tau
-        quantum = None
+        quantum = log_fidelity if self.head is None and self.backend == "closed-form" else None
         if self.backend != "closed-form":
             if self.head is not None:
                 raise InputError(

@@ -210,3 +210,27 @@ def test_cli_ann_settings_are_stored_and_checked(tmp_path: Path, capsys: pytest.
     ivf = str(tmp_path / "ivf")
     assert main(["index", str(src), "--out", ivf, *model, "--kind", "ivf", "--nlist", "2", "--nprobe", "2"]) == 0
     assert DocumentIndex.load(ivf).manifest["index"]["params"] == {"nlist": 2, "nprobe": 2}
+
+
+@pytest.mark.parametrize("method", ["fidelity", "hybrid", "cosine"])
+def test_pipeline_reuses_the_first_stage_log_fidelity(tmp_path: Path, method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An angle index's exact log F is handed to the reranker (angles are fetched once, for the
+    first stage's pool, not again for the rows kept), and the hits equal scoring the same rows
+    from their embeddings."""
+    index = build_index(corpus(0, 80), HashingEncoder(DIM), tmp_path / "i", kind="flat", space="angles")
+    reranker = Reranker(HashingEncoder(DIM))
+    pipe = SearchPipeline(index, reranker)
+    for text in QUERIES:
+        q = reranker.embed([text])
+        _, rows = index.search(q.numpy(), 20)
+        want = reranker.score_embeddings(q[0], torch.from_numpy(index.embeddings_of(rows[0])), method=method)
+        order = np.lexsort((np.arange(20), -want.score.numpy()))[:5]
+        fetched: list[int] = []
+        real = index.angles_of
+        monkeypatch.setattr(index, "angles_of", lambda idx, f=fetched, r=real: f.append(len(idx)) or r(idx))
+        hits = pipe.search(text, k=20, top_n=5, method=method)
+        monkeypatch.undo()
+        assert fetched == [40]  # the 2k pool only
+        assert [h.index for h in hits] == [int(rows[0][j]) for j in order]
+        np.testing.assert_allclose([h.log_fidelity for h in hits], want.quantum.numpy()[order], rtol=1e-5)
+        np.testing.assert_allclose([h.score for h in hits], want.score.numpy()[order], rtol=1e-5, atol=1e-6)
