@@ -44,7 +44,7 @@ def resolve_model(args: argparse.Namespace) -> None:
         try:
             _check_kept_options(args, index)
             args.model = args.model or index.model
-            args.raw = args.raw or not index.manifest["normalized"]
+            args.raw = args.raw or not index.normalized
             args.runtime = args.runtime or index.runtime
         finally:
             index.close()

@@ -149,6 +149,11 @@ class DocumentIndex:
         return float(self.manifest["tau"])
 
     @property
+    def normalized(self) -> bool:
+        """Whether the stored embeddings (and so the queries) are unit-normalised."""
+        return bool(self.manifest["normalized"])
+
+    @property
     def space(self) -> str:
         """The first-stage search space: "cosine" or "angles" (module docstring)."""
         return index_space(self.manifest)

@@ -79,7 +79,7 @@ def _check_encoder(index: DocumentIndex, encoder: Encoder) -> None:
     same = (
         encoder.name == index.model
         and encoder.dim == index.dim
-        and bool(encoder.normalized) == bool(index.manifest["normalized"])
+        and bool(encoder.normalized) == index.normalized
         and (index.runtime is None or runtime is None or runtime == index.runtime)
     )
     if not same:

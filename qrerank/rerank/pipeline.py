@@ -113,7 +113,7 @@ class SearchPipeline:
 
             encoder = load_encoder(
                 self.index.model,
-                normalize=bool(self.index.manifest["normalized"]),
+                normalize=self.index.normalized,
                 runtime=runtime_for_index(self.index.runtime, runtime, self.index.path),
             )
             reranker = Reranker(encoder, **reranker_kwargs)  # type: ignore[arg-type]

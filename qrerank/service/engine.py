@@ -106,7 +106,7 @@ def reranker_for(settings: Settings, index: Any = None) -> Reranker:
     if index is None:
         return load_reranker(settings)
     runtime = runtime_for_index(index.runtime, settings.runtime, Path(index.path).name)
-    return load_reranker(settings, index.model, bool(index.manifest["normalized"]), runtime)
+    return load_reranker(settings, index.model, index.normalized, runtime)
 
 
 class _BatchedEncoder:
