@@ -134,6 +134,11 @@ _compile_ok = True
 _REFINE = 1e5
 
 
+def _refine_mask(log_f: torch.Tensor, n: int) -> torch.Tensor:
+    """Pairs whose blocked log F is too close to 0 for its rounding bound (see ``_REFINE``)."""
+    return log_f > -_REFINE * n * torch.finfo(log_f.dtype).eps
+
+
 def bloch_planes(theta: torch.Tensor) -> Planes:
     """The two amplitude planes of Bloch states (phi = pi): ``cos(theta/2)``, ``-sin(theta/2)``.
 
@@ -209,8 +214,8 @@ def _compiled_kernel(size: int, compile: bool | None) -> Any:
 
 # Tiles of the compiled kernel: (queries, document groups T, rows per group S). One query
 # streams long document tiles (memory-bound); many queries share each cached group of rows
-# (compute-bound). Measured on 2 cores, d = 384: 1 x 100k in 2.7x a cosine mat-vec, 32 x 100k
-# in 4.4x a cosine matmul (benchmarks/perf.py).
+# (compute-bound). Measured on 2 cores, d = 384: 1 x 100k in 3.1x a cosine mat-vec, 32 x 100k
+# in 5.7x a cosine matmul (benchmarks/perf.py).
 _TILE_ONE = (1, 64, 256)
 _TILE_MANY = (32, 64, 64)
 _MAX_GRAPHS = 64
@@ -254,7 +259,7 @@ def _pad(x: torch.Tensor, size: int, fill: float) -> torch.Tensor:
 def _refine(out: torch.Tensor, q: Planes, d: Planes, floor: float) -> None:
     """Recompute in place, by the per-qubit formula, the pairs the blocked kernel is too coarse for."""
     n = q[0].shape[1]
-    rows, cols = torch.nonzero(out > -_REFINE * n * torch.finfo(out.dtype).eps, as_tuple=True)
+    rows, cols = torch.nonzero(_refine_mask(out, n), as_tuple=True)
     for k in range(0, rows.numel(), 4096):
         r, c = rows[k : k + 4096], cols[k : k + 4096]
         out[r, c] = _per_qubit(q[0][r], q[1][r], d[0][c], d[1][c], floor).sum(-1)
@@ -342,7 +347,7 @@ def log_fidelity_candidates(
     o = torch.sub(theta_q, theta_d).mul_(0.5).cos_().abs_().clamp_(min=math.sqrt(floor))
     blocks = o[:, :main].reshape(n_d, _BLOCK, main // _BLOCK).prod(dim=1)
     out = blocks.log_().sum(-1).add_(o[:, main:].log().sum(-1)).mul_(2.0)
-    near = out > -_REFINE * n * torch.finfo(out.dtype).eps
+    near = _refine_mask(out, n)
     if bool(near.any()):
         out[near] = log_fidelity_angles(theta_q, theta_d[near], eps)
     return out

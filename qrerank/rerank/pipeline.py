@@ -166,20 +166,20 @@ class SearchPipeline:
         self, query: str, k: int, top_n: int, method: Method, alpha: float | None
     ) -> list[RankedDoc]:
         q = self.reranker.embed([query])
-        first, rows = self.index.search(q.numpy(), k)
-        keep = rows[0] >= 0  # IVF may return -1 for empty slots
-        rows_list = [int(r) for r in rows[0][keep]]
+        rows_list, first = self._dense_rows(q, k)
         if not rows_list:
             return []
         # An angle-space first stage has already scored these rows by exact log F.
-        logf = torch.from_numpy(first[0][keep]) if self.index.space == "angles" else None
+        logf = torch.from_numpy(first) if self.index.space == "angles" else None
         scores = self._score_rows(q, rows_list, method, alpha, logf)
         hits = ranked(self.index.documents(rows_list), scores, top_n)
         return [replace(hit, index=rows_list[hit.index]) for hit in hits]
 
-    def _dense_rows(self, q: torch.Tensor, k: int) -> list[int]:
-        _, rows = self.index.search(q.numpy(), k)  # by cosine, or by fidelity in an angle-space index
-        return [int(r) for r in rows[0] if r >= 0]  # IVF may return -1 for empty slots
+    def _dense_rows(self, q: torch.Tensor, k: int) -> tuple[list[int], np.ndarray]:
+        """First-stage rows for ``q`` ``[1, d]`` and their scores (cosine, or exact log F in an angle index)."""
+        scores, rows = self.index.search(q.numpy(), k)
+        keep = rows[0] >= 0  # IVF may return -1 for empty slots
+        return [int(r) for r in rows[0][keep]], scores[0][keep]
 
     def _score_rows(
         self,
@@ -228,7 +228,7 @@ class SearchPipeline:
     ) -> list[RankedDoc]:
         """Union of dense and BM25 top-k, scored by both, fused (see the module docstring)."""
         q = self.reranker.embed([query])
-        dense_rows = self._dense_rows(q, k)
+        dense_rows, _ = self._dense_rows(q, k)
         seen = set(dense_rows)
         rows_list = dense_rows + [r for r in top_rows(bm25, k).tolist() if r not in seen]
         if not rows_list:
