@@ -16,6 +16,7 @@ from qrerank.cli._common import (
     write,
 )
 from qrerank.embed.models import DEFAULT_MODEL
+from qrerank.heads.kinds import HEAD_KINDS, HEAD_NAMES, heads_help
 
 if TYPE_CHECKING:
     from qrerank.embed.runtime import Runtime
@@ -26,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Adds ``qrerank train`` and its options to the subcommand parsers ``sub``."""
     p = sub.add_parser(
         "train",
-        help="train a head (none|cosine|linear|qbec|angle|rotation) on a BEIR or STS-B folder, or triples JSONL",
+        help=f"train a head ({'|'.join(HEAD_KINDS)}) on a BEIR or STS-B folder, or triples JSONL",
     )
     p.add_argument(
         "data",
@@ -35,11 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="HEAD_DIR", help="directory to write the best head to")
     p.add_argument(
         "--head",
-        choices=("none", "cosine", "linear", "qbec", "angle", "rotation"),
+        choices=tuple(HEAD_NAMES),
         default="qbec",
-        help="none = Bloch encoding with learnable tau; cosine = no head (needs --train-layers); "
-        "linear = BEC; qbec = quantum compression; angle = MLP; rotation = Bloch encoding with a learned "
-        "tau and offset per qubit (2d parameters, --out-dim ignored)",
+        help=heads_help(),
     )
     p.add_argument("--out-dim", type=positive_int, default=256, help="output dim / qubits (default 256)")
     p.add_argument("--split", default="train", help="qrels split to train on (default train)")

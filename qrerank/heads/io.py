@@ -24,17 +24,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from qrerank._fs import atomic_dir
-from qrerank.core.angles import AngleHead
-from qrerank.core.compression import QuantumCompressionHead
-from qrerank.core.head import BlochHead, Head, IdentityHead
-from qrerank.core.linear import LinearHead
-from qrerank.core.rotation import RotationHead
+from qrerank.core.head import Head
 from qrerank.embed.base import Encoder
 from qrerank.errors import InputError
+from qrerank.heads.kinds import HEAD_KINDS, head_kind
 
-HEADS: dict[str, type[Head]] = {
-    h.name: h for h in (BlochHead, IdentityHead, LinearHead, QuantumCompressionHead, AngleHead, RotationHead)
-}
+# saved kind -> head class, from the one registry (qrerank.heads.kinds); load_head builds by it
+HEADS: dict[str, type[Head]] = {name: k.head for name, k in HEAD_KINDS.items()}
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
 ENCODER_FILE = "encoder.safetensors"
@@ -89,10 +85,8 @@ HEAD_FIELDS: dict[str, dict[str, tuple[Callable[[str, Any], None], bool]]] = {
 
 
 def make_head(name: str, **config: Any) -> Head:
-    """Instantiate a head by registry name ("bloch", "linear", "qbec", "angle", "rotation")."""
-    if name not in HEADS:
-        raise InputError(f"unknown head {name!r}; choose one of {', '.join(sorted(HEADS))}")
-    return HEADS[name](**config)
+    """Instantiate a head by kind ("bloch", "linear", "qbec", ...; an alias works too) from ``config``."""
+    return head_kind(name).head(**config)
 
 
 def save_head(

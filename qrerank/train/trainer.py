@@ -25,34 +25,19 @@ import torch
 from tqdm import tqdm
 
 from qrerank._optional import require
-from qrerank.core.angles import AngleHead
-from qrerank.core.compression import QuantumCompressionHead
-from qrerank.core.head import BlochHead, Head, IdentityHead
-from qrerank.core.linear import LinearHead
-from qrerank.core.rotation import RotationHead
+from qrerank.core.head import Head
 from qrerank.core.similarity import Form, similarity
 from qrerank.embed.base import Encoder
 from qrerank.embed.models import DEFAULT_MODEL, load_encoder
 from qrerank.embed.tuned import base_encoder
 from qrerank.errors import InputError
 from qrerank.heads.io import save_head
+from qrerank.heads.kinds import head_kind
 from qrerank.train.data import Example, TrainingData, cosine_candidates, load_training_data, mine_negatives
 from qrerank.train.losses import HardNegativeLoss
 from qrerank.train.tuning import LayerSplit
 
 logger = logging.getLogger(__name__)
-
-# CLI name -> head class; "none" is the projection-free Bloch encoding with a learnable tau,
-# "cosine" no head at all (with --train-layers: the paper's BT, the encoder trained on cosine).
-TRAIN_HEADS: dict[str, type[Head]] = {
-    "none": BlochHead,
-    "cosine": IdentityHead,
-    "linear": LinearHead,
-    "qbec": QuantumCompressionHead,
-    "angle": AngleHead,
-    "rotation": RotationHead,
-}
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrainConfig:
@@ -92,16 +77,15 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.scale is not None and not self.scale > 0:
             raise InputError(f"scale must be positive, got {self.scale}")
-        if self.head not in TRAIN_HEADS:
-            raise InputError(f"unknown head {self.head!r}; choose one of {', '.join(TRAIN_HEADS)}")
+        kind = head_kind(self.head).name  # InputError naming every accepted name
         if not 0.0 < self.frac <= 1.0:
             raise InputError(f"frac must be in (0, 1], got {self.frac}")
         if self.similarity not in ("log", "linear"):
             raise InputError(f"unknown similarity {self.similarity!r}; choose 'log' or 'linear'")
         if self.train_layers < 0:
             raise InputError(f"train_layers must be >= 0, got {self.train_layers}")
-        if self.head == "cosine" and self.train_layers == 0:
-            raise InputError("--head cosine has no parameters: train the encoder with --train-layers N")
+        if kind == "identity" and self.train_layers == 0:
+            raise InputError(f"--head {self.head} has no parameters: train the encoder with --train-layers N")
         if not self.encoder_lr > 0:
             raise InputError(f"encoder_lr must be positive, got {self.encoder_lr}")
         for name in ("out_dim", "epochs", "negatives", "batch_size", "patience", "mine_depth", "val_depth"):
@@ -154,16 +138,8 @@ def _or_none(x: float) -> float | None:
 
 
 def build_head(name: str, in_dim: int, out_dim: int) -> Head:
-    """A fresh head by training name (``none`` -> Bloch, ``linear``, ``qbec``, ``angle``, ``rotation``)."""
-    if name not in TRAIN_HEADS:
-        raise InputError(f"unknown head {name!r}; choose one of {', '.join(TRAIN_HEADS)}")
-    if name == "none":
-        return BlochHead(in_dim)
-    if name == "cosine":
-        return IdentityHead(in_dim)
-    if name == "rotation":  # one qubit per dimension: out_dim does not apply
-        return RotationHead(in_dim)
-    return TRAIN_HEADS[name](in_dim, out_dim)
+    """A fresh head of kind ``name``, a saved kind or a CLI alias (``none``, ``cosine``): heads.kinds."""
+    return head_kind(name).build(in_dim, out_dim)
 
 
 def layer_split(model: str, n: int, normalized: bool, device: str | None = None) -> LayerSplit:
