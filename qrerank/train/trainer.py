@@ -39,6 +39,7 @@ from qrerank.train.tuning import LayerSplit
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrainConfig:
     """Training arguments; recorded in the saved head's config.json and model card."""
@@ -193,7 +194,208 @@ def ndcg10(
     return float(ir_measures.calc_aggregate([measure], qrels, run)[measure])
 
 
-def train_head(  # noqa: C901 (issue 13 item 3 splits it: a Trainer with _epoch/_validate)
+def _setup_tuner(tuner: LayerSplit | None, config: TrainConfig, encoder: Encoder) -> LayerSplit | None:
+    """The layer split to train (reset to the base weights), or None with a frozen encoder."""
+    if config.train_layers == 0:
+        return None
+    if tuner is None:
+        tuner = layer_split(config.model, config.train_layers, encoder.normalized)
+    elif tuner.n != config.train_layers:
+        raise ValueError(f"tuner trains {tuner.n} layers, config asks for {config.train_layers}")
+    tuner.reset()
+    return tuner
+
+
+class Trainer:
+    """One :func:`train_head` run: the data encoded once, the head, its optimiser, the best state so far.
+
+    Building one seeds torch, encodes every text, mines the hard negatives and makes the head
+    and the AdamW optimiser; :meth:`run` then alternates :meth:`_epoch` and :meth:`_validate`
+    until ``config.epochs`` or ``config.patience`` epochs without improvement.
+    """
+
+    def __init__(
+        self,
+        data: TrainingData,
+        encoder: Encoder,
+        config: TrainConfig,
+        *,
+        show_progress: bool = False,
+        tuner: LayerSplit | None = None,
+    ) -> None:
+        torch.manual_seed(config.seed)
+        self.gen = torch.Generator().manual_seed(config.seed)
+        self.data, self.config, self.show_progress = data, config, show_progress
+        self._encode_all(encoder)
+        self.examples = mine_negatives(
+            data.train, self.train_q, self.doc_emb, self.doc_ids, depth=config.mine_depth
+        )
+        self.val_cands = cosine_candidates(self.val_q, self.doc_emb, config.val_depth)
+        self.pools, self.pairs = self._training_pairs()
+        self.tuner = _setup_tuner(tuner, config, encoder)
+        self.head = build_head(config.head, encoder.dim, config.out_dim)
+        self.loss_fn = HardNegativeLoss(
+            self.head, scale=config.logit_scale(self.head.kind), form=config.similarity
+        )
+        self.opt = self._optimizer()
+        self.best = float("nan")
+        self.best_epoch = 0
+        self.best_state: dict[str, Any] = {}
+        self.best_encoder: dict[str, torch.Tensor] | None = None
+
+    def _encode_all(self, encoder: Encoder) -> None:
+        """Documents, training and validation queries, each encoded once (through the cache)."""
+        t0 = time.perf_counter()
+        self.doc_ids = list(self.data.docs)
+        self.doc_texts = [self.data.docs[d] for d in self.doc_ids]
+        self.train_texts = [ex.query for ex in self.data.train]
+        self.val_texts = [ex.query for ex in self.data.val]
+        self.doc_emb = _encode(encoder, self.doc_texts, self.show_progress)
+        self.train_q = _encode(encoder, self.train_texts, self.show_progress)
+        self.val_q = _encode(encoder, self.val_texts, self.show_progress)
+        self.encode_seconds = time.perf_counter() - t0
+
+    def _training_pairs(self) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Each query's negative pool (document rows), and ``[P, 2]`` (query, positive row) pairs."""
+        doc_index = {d: i for i, d in enumerate(self.doc_ids)}
+        pools = [torch.tensor([doc_index[d] for d in ex.negatives], dtype=torch.long) for ex in self.examples]
+        pairs = torch.tensor(
+            [(i, doc_index[p]) for i, ex in enumerate(self.examples) if len(pools[i]) for p in ex.positives],
+            dtype=torch.long,
+        )
+        if len(pairs) == 0:
+            raise InputError("no training pair has a negative: the corpus holds only positives")
+        return pools, pairs
+
+    def _optimizer(self) -> torch.optim.AdamW:
+        """AdamW over the head's parameters (``lr``) and the tuned layers' (``encoder_lr``)."""
+        groups: list[dict[str, Any]] = []
+        head_params = [p for p in self.head.parameters() if p.requires_grad]
+        if head_params:
+            groups.append({"params": head_params, "lr": self.config.lr})
+        if self.tuner is not None:
+            groups.append({"params": list(self.tuner.parameters.values()), "lr": self.config.encoder_lr})
+        return torch.optim.AdamW(groups, weight_decay=self.config.weight_decay)
+
+    def _embed_batch(self, qi: torch.Tensor, di: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``([B, d] queries, [B, 1 + N, d] docs)``: cached, or through the trained layers."""
+        if self.tuner is None:
+            return self.train_q[qi], self.doc_emb[di]
+        uniq, inverse = torch.unique(di, return_inverse=True)
+        docs = self.tuner.embed([self.doc_texts[j] for j in uniq.tolist()])
+        return self.tuner.embed([self.train_texts[i] for i in qi.tolist()]), docs[inverse.to(docs.device)]
+
+    def _validate(self) -> float:
+        """Validation nDCG@10 of the head (NaN without validation queries)."""
+        if self.tuner is None:
+            return ndcg10(self.head, self.data.val, self.val_q, self.doc_emb, self.doc_ids, self.val_cands)
+        if not self.data.val:
+            return float("nan")
+        # Only the validation candidates change with the encoder: re-embed just those rows.
+        rows = torch.unique(self.val_cands)
+        tuned = self.doc_emb.clone()
+        tuned[rows] = self.tuner.embed_eval([self.doc_texts[j] for j in rows.tolist()]).cpu()
+        device = self.tuner.device
+        self.head.to("cpu")
+        try:
+            val_q = self.tuner.embed_eval(self.val_texts).cpu()
+            return ndcg10(self.head, self.data.val, val_q, tuned, self.doc_ids, self.val_cands)
+        finally:
+            self.head.to(device)
+
+    def _negatives(self, query_rows: list[int]) -> torch.Tensor:
+        """``[B, N]`` negatives per query: drawn from its pool without replacement, or with if it is small."""
+        n = self.config.negatives
+        negs = []
+        for qi in query_rows:
+            pool = self.pools[qi]
+            if len(pool) >= n:
+                pick = torch.randperm(len(pool), generator=self.gen)[:n]
+            else:
+                pick = torch.randint(len(pool), (n,), generator=self.gen)
+            negs.append(pool[pick])
+        return torch.stack(negs)
+
+    def _epoch(self, bar: tqdm[Any]) -> float:
+        """One pass over the shuffled pairs; the summed loss (times batch size) of its steps."""
+        order = self.pairs[torch.randperm(len(self.pairs), generator=self.gen)]
+        total = 0.0
+        for start in range(0, len(order), self.config.batch_size):
+            batch = order[start : start + self.config.batch_size]
+            doc_idx = torch.cat([batch[:, 1:], self._negatives(batch[:, 0].tolist())], dim=1)  # [B, 1 + N]
+            loss = self.loss_fn(*self._embed_batch(batch[:, 0], doc_idx))
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            total += float(loss.detach()) * len(batch)
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}", val_ndcg10=f"{self.best:.4f}")
+        return total
+
+    def _keep_best(self, val: float, epoch: int) -> None:
+        """Record ``val`` as the best score and copy the head (and tuned layers) as they are now."""
+        self.best, self.best_epoch = val, epoch
+        self.best_state = copy.deepcopy(self.head.state_dict())
+        self.best_encoder = self.tuner.state() if self.tuner is not None else None
+
+    def run(self) -> TrainResult:
+        """Train with early stopping; the head ends on CPU in eval mode with its best weights."""
+        config, tuner = self.config, self.tuner
+        if tuner is not None:
+            self.head.to(tuner.device)
+        cosine = ndcg10(None, self.data.val, self.val_q, self.doc_emb, self.doc_ids, self.val_cands)
+        initial = self._validate()
+        self._keep_best(initial, 0)
+        bad_epochs, epochs_run = 0, 0
+        history: list[dict[str, float | None]] = [
+            {"epoch": 0, "loss": None, "val_ndcg@10": _or_none(initial)}
+        ]
+        t1 = time.perf_counter()
+        steps = config.epochs * math.ceil(len(self.pairs) / config.batch_size)
+        bar = tqdm(total=steps, disable=not self.show_progress, desc=f"train {config.head}")
+        bar.set_postfix(loss="-", val_ndcg10=f"{initial:.4f}")
+        self.head.train()
+        if tuner is not None:
+            tuner.train()
+        for epoch in range(1, config.epochs + 1):
+            loss = self._epoch(bar) / len(self.pairs)
+            val = self._validate()
+            epochs_run = epoch
+            history.append({"epoch": epoch, "loss": loss, "val_ndcg@10": _or_none(val)})
+            bar.set_postfix(loss=f"{loss:.4f}", val_ndcg10=f"{val:.4f}")
+            logger.info("epoch %d: loss %.4f, val nDCG@10 %.4f", epoch, loss, val)
+            # Without validation queries every epoch is "best": train all epochs, keep the last.
+            if not self.data.val or val > self.best + 1e-9:
+                self._keep_best(val, epoch)
+                bad_epochs = 0
+            else:
+                bad_epochs += 1
+                if bad_epochs >= config.patience:
+                    break
+        bar.close()
+        self.head.load_state_dict(self.best_state)
+        self.head.cpu().eval()
+        if tuner is not None and self.best_encoder is not None:
+            tuner.load(self.best_encoder)
+            tuner.train(False)
+        return TrainResult(
+            head=self.head,
+            best_val_ndcg10=self.best,
+            cosine_val_ndcg10=cosine,
+            initial_val_ndcg10=initial,
+            best_epoch=self.best_epoch,
+            epochs_run=epochs_run,
+            train_seconds=time.perf_counter() - t1,
+            encode_seconds=self.encode_seconds,
+            history=history,
+            num_train_queries=len(self.examples),
+            num_val_queries=len(self.data.val),
+            num_pairs=len(self.pairs),
+            encoder_state=self.best_encoder,
+        )
+
+
+def train_head(
     data: TrainingData,
     encoder: Encoder,
     config: TrainConfig,
@@ -205,146 +407,10 @@ def train_head(  # noqa: C901 (issue 13 item 3 splits it: a Trainer with _epoch/
 
     With ``config.train_layers > 0`` the encoder's last layers train too: ``tuner`` (a
     :class:`LayerSplit` of ``config.model``; built when None) is reset to the base weights first,
-    so one tuner, and its cache of frozen-layer outputs, can serve many runs.
+    so one tuner, and its cache of frozen-layer outputs, can serve many runs. The steps are
+    :class:`Trainer`'s.
     """
-    torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
-
-    t0 = time.perf_counter()
-    doc_ids = list(data.docs)
-    doc_index = {d: i for i, d in enumerate(doc_ids)}
-    doc_texts = [data.docs[d] for d in doc_ids]
-    train_texts = [ex.query for ex in data.train]
-    val_texts = [ex.query for ex in data.val]
-    doc_emb = _encode(encoder, doc_texts, show_progress)
-    train_q = _encode(encoder, train_texts, show_progress)
-    val_q = _encode(encoder, val_texts, show_progress)
-    encode_seconds = time.perf_counter() - t0
-
-    train = mine_negatives(data.train, train_q, doc_emb, doc_ids, depth=config.mine_depth)
-    val_cands = cosine_candidates(val_q, doc_emb, config.val_depth)
-    pools = [torch.tensor([doc_index[d] for d in ex.negatives], dtype=torch.long) for ex in train]
-    pairs = torch.tensor(
-        [(i, doc_index[p]) for i, ex in enumerate(train) if len(pools[i]) for p in ex.positives],
-        dtype=torch.long,
-    )
-    if len(pairs) == 0:
-        raise InputError("no training pair has a negative: the corpus holds only positives")
-
-    if config.train_layers > 0:
-        if tuner is None:
-            tuner = layer_split(config.model, config.train_layers, encoder.normalized)
-        elif tuner.n != config.train_layers:
-            raise ValueError(f"tuner trains {tuner.n} layers, config asks for {config.train_layers}")
-        tuner.reset()
-    else:
-        tuner = None
-
-    head = build_head(config.head, encoder.dim, config.out_dim)
-    loss_fn = HardNegativeLoss(head, scale=config.logit_scale(head.kind), form=config.similarity)
-    groups: list[dict[str, Any]] = []
-    head_params = [p for p in head.parameters() if p.requires_grad]
-    if head_params:
-        groups.append({"params": head_params, "lr": config.lr})
-    if tuner is not None:
-        groups.append({"params": list(tuner.parameters.values()), "lr": config.encoder_lr})
-    opt = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-
-    def embed_batch(qi: torch.Tensor, di: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``([B, d] queries, [B, 1 + N, d] docs)``: cached, or through the trained layers."""
-        if tuner is None:
-            return train_q[qi], doc_emb[di]
-        uniq, inverse = torch.unique(di, return_inverse=True)
-        docs = tuner.embed([doc_texts[j] for j in uniq.tolist()])
-        return tuner.embed([train_texts[i] for i in qi.tolist()]), docs[inverse.to(docs.device)]
-
-    def evaluate() -> float:
-        if tuner is None:
-            return ndcg10(head, data.val, val_q, doc_emb, doc_ids, val_cands)
-        if not data.val:
-            return float("nan")
-        # Only the validation candidates change with the encoder: re-embed just those rows.
-        rows = torch.unique(val_cands)
-        tuned = doc_emb.clone()
-        tuned[rows] = tuner.embed_eval([doc_texts[j] for j in rows.tolist()]).cpu()
-        device = tuner.device
-        head.to("cpu")
-        try:
-            return ndcg10(head, data.val, tuner.embed_eval(val_texts).cpu(), tuned, doc_ids, val_cands)
-        finally:
-            head.to(device)
-
-    if tuner is not None:
-        head.to(tuner.device)
-    cosine = ndcg10(None, data.val, val_q, doc_emb, doc_ids, val_cands)
-    best = initial = evaluate()
-    best_state = copy.deepcopy(head.state_dict())
-    best_encoder = tuner.state() if tuner is not None else None
-    best_epoch, bad_epochs, epochs_run = 0, 0, 0
-    history: list[dict[str, float | None]] = [{"epoch": 0, "loss": None, "val_ndcg@10": _or_none(initial)}]
-    steps_per_epoch = math.ceil(len(pairs) / config.batch_size)
-    t1 = time.perf_counter()
-    bar = tqdm(total=config.epochs * steps_per_epoch, disable=not show_progress, desc=f"train {config.head}")
-    bar.set_postfix(loss="-", val_ndcg10=f"{initial:.4f}")
-    head.train()
-    if tuner is not None:
-        tuner.train()
-    for epoch in range(1, config.epochs + 1):
-        order = pairs[torch.randperm(len(pairs), generator=gen)]
-        total = 0.0
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start : start + config.batch_size]
-            negs = []
-            for qi in batch[:, 0].tolist():
-                pool = pools[qi]
-                if len(pool) >= config.negatives:
-                    pick = torch.randperm(len(pool), generator=gen)[: config.negatives]
-                else:
-                    pick = torch.randint(len(pool), (config.negatives,), generator=gen)
-                negs.append(pool[pick])
-            doc_idx = torch.cat([batch[:, 1:], torch.stack(negs)], dim=1)  # [B, 1 + N]
-            loss = loss_fn(*embed_batch(batch[:, 0], doc_idx))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(batch)
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(loss.detach()):.4f}", val_ndcg10=f"{best:.4f}")
-        val = evaluate()
-        epochs_run = epoch
-        history.append({"epoch": epoch, "loss": total / len(pairs), "val_ndcg@10": _or_none(val)})
-        bar.set_postfix(loss=f"{total / len(pairs):.4f}", val_ndcg10=f"{val:.4f}")
-        logger.info("epoch %d: loss %.4f, val nDCG@10 %.4f", epoch, total / len(pairs), val)
-        # Without validation queries every epoch is "best": train all epochs, keep the last.
-        if not data.val or val > best + 1e-9:
-            best, best_epoch, bad_epochs = val, epoch, 0
-            best_state = copy.deepcopy(head.state_dict())
-            best_encoder = tuner.state() if tuner is not None else None
-        else:
-            bad_epochs += 1
-            if bad_epochs >= config.patience:
-                break
-    bar.close()
-    head.load_state_dict(best_state)
-    head.cpu().eval()
-    if tuner is not None and best_encoder is not None:
-        tuner.load(best_encoder)
-        tuner.train(False)
-    return TrainResult(
-        head=head,
-        best_val_ndcg10=best,
-        cosine_val_ndcg10=cosine,
-        initial_val_ndcg10=initial,
-        best_epoch=best_epoch,
-        epochs_run=epochs_run,
-        train_seconds=time.perf_counter() - t1,
-        encode_seconds=encode_seconds,
-        history=history,
-        num_train_queries=len(train),
-        num_val_queries=len(data.val),
-        num_pairs=len(pairs),
-        encoder_state=best_encoder,
-    )
+    return Trainer(data, encoder, config, show_progress=show_progress, tuner=tuner).run()
 
 
 def model_card(result: TrainResult, config: TrainConfig, data: TrainingData, command: str | None) -> str:
