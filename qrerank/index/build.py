@@ -48,7 +48,7 @@ from qrerank.index.manifest import (
     vector_file,
 )
 from qrerank.index.matrix import BLOCK, iter_blocks, unit_rows
-from qrerank.index.staging import DEFAULT_CHUNK, clear_staging, encode_staged
+from qrerank.index.staging import DEFAULT_CHUNK, Staged, clear_staging, encode_staged
 from qrerank.index.store import write_store
 from qrerank.index.versions import POINTER, Draft, is_own_entry, publish
 from qrerank.types import Document
@@ -153,16 +153,9 @@ def build_index(
     check_ids(docs)
     check_target(out)
     check_options(kind, dtype, lexical, space)
-    t0 = time.perf_counter()
-    staged = encode_staged(
-        [d.content for d in docs],
-        encoder,
-        out,
-        batch_size=batch_size,
-        chunk_size=chunk_size,
-        show_progress=show_progress,
+    staged, encode_s = _encode_docs(
+        docs, encoder, out, batch_size=batch_size, chunk_size=chunk_size, show_progress=show_progress
     )
-    encode_s = time.perf_counter() - t0
     spec = IndexSpec(
         model=encoder.name,
         runtime=encoder_runtime(encoder),  # None: an encoder with one runtime (hashing)
@@ -175,14 +168,50 @@ def build_index(
         lexical=lexical,
         space=space,
     )
-    bm25 = BM25Scorer(docs) if lexical else None
-    with publish(out, lock_timeout=lock_timeout, legacy_files=LEGACY_FILES) as draft:
-        write_version(
-            draft.tmp, spec, len(docs), staged.blocks, lambda p: write_store(p, docs), bm25, encode_s
-        )
+    draft = _publish_docs(out, spec, docs, staged.blocks, encode_s, lock_timeout)
     clear_staging(out)
     log.info("indexed %d docs with %s in %.1fs -> %s", len(docs), encoder.name, encode_s, draft.version)
     return open_published(out, draft)
+
+
+def _encode_docs(
+    docs: Sequence[Document],
+    encoder: Encoder,
+    out: Path,
+    *,
+    batch_size: int,
+    chunk_size: int,
+    show_progress: bool,
+) -> tuple[Staged, float]:
+    """The staged embeddings of ``docs`` (resuming a killed run's chunks) and the seconds they took."""
+    t0 = time.perf_counter()
+    staged = encode_staged(
+        [d.content for d in docs],
+        encoder,
+        out,
+        batch_size=batch_size,
+        chunk_size=chunk_size,
+        show_progress=show_progress,
+    )
+    return staged, time.perf_counter() - t0
+
+
+def _publish_docs(
+    out: Path,
+    spec: IndexSpec,
+    docs: Sequence[Document],
+    blocks: Callable[[], Iterator[np.ndarray]],
+    encode_s: float,
+    lock_timeout: float,
+) -> Draft:
+    """Publish ``docs`` with the embeddings of ``blocks()`` as a new version of ``out``; its draft.
+
+    BM25 (when ``spec.lexical``) is built before the writer lock is taken.
+    """
+    bm25 = BM25Scorer(docs) if spec.lexical else None
+    with publish(out, lock_timeout=lock_timeout, legacy_files=LEGACY_FILES) as draft:
+        write_version(draft.tmp, spec, len(docs), blocks, lambda p: write_store(p, docs), bm25, encode_s)
+    return draft
 
 
 def build_index_from_embeddings(
@@ -239,10 +268,7 @@ def build_index_from_embeddings(
         lexical=lexical,
         space=space,
     )
-    bm25 = BM25Scorer(docs) if lexical else None
-    with publish(out, lock_timeout=lock_timeout, legacy_files=LEGACY_FILES) as draft:
-        write_version(draft.tmp, spec, len(docs), blocks, lambda p: write_store(p, docs), bm25, 0.0)
-    return open_published(out, draft)
+    return open_published(out, _publish_docs(out, spec, docs, blocks, 0.0, lock_timeout))
 
 
 def _row_order(
