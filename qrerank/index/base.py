@@ -1,4 +1,9 @@
-"""The vector-index protocol and a registry of implementations."""
+"""The vector-index protocol; its implementations, and where each index kind is built.
+
+``exact.ExactIndex`` (brute force, the ground truth in tests), ``matrix.MatrixIndex`` (the
+``flat`` and ``exact`` kinds: the stored embeddings searched in place) and ``faiss.FaissIndex``,
+which builds each FAISS kind through the registry ``faiss.FAISS_KINDS`` (kind -> factory).
+"""
 
 from __future__ import annotations
 

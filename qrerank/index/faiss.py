@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +29,33 @@ def _metric_code(metric: str) -> int:
     return int(faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2)
 
 
+def _flat(dim: int, metric: str, m: int) -> Any:
+    faiss = _faiss()
+    return faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
+
+
+def _hnsw(dim: int, metric: str, m: int) -> Any:
+    return _faiss().IndexHNSWFlat(dim, m, _metric_code(metric))
+
+
+def _ivf(dim: int, metric: str, m: int) -> Any:
+    return None  # FaissIndex.train builds the lists, once it has the sample (and n) to size them by
+
+
+# The registry of FAISS index kinds: kind -> factory of its empty FAISS structure for
+# (dim, metric, HNSW links m). FaissIndex builds every new index through it; the manifest's
+# INDEX_KINDS are these plus "exact" (no FAISS structure: a search of the stored matrix).
+FAISS_KINDS: dict[str, Callable[[int, str, int], Any]] = {"flat": _flat, "ivf": _ivf, "hnsw": _hnsw}
+
+
 class FaissIndex:
     """A FAISS index with METRIC_INNER_PRODUCT (``metric="ip"``) or METRIC_L2 (``"l2"``).
 
-    ``kind``: "flat" (IndexFlatIP / IndexFlatL2, exact), "ivf" (IndexIVFFlat; trained on the
-    first ``add``, ``nlist`` defaults to ~4 sqrt(n) capped by n/39 so each list gets FAISS's
-    minimum training points; ``nprobe`` lists searched) or "hnsw" (IndexHNSWFlat with ``m``
-    links, ``ef_search``). :meth:`search` returns scores best first, so for L2 they are the
-    negated squared distances.
+    ``kind``, a key of :data:`FAISS_KINDS`: "flat" (IndexFlatIP / IndexFlatL2, exact), "ivf"
+    (IndexIVFFlat; trained on the first ``add``, ``nlist`` defaults to ~4 sqrt(n) capped by n/39
+    so each list gets FAISS's minimum training points; ``nprobe`` lists searched) or "hnsw"
+    (IndexHNSWFlat with ``m`` links, ``ef_search``). :meth:`search` returns scores best first,
+    so for L2 they are the negated squared distances.
     """
 
     def __init__(
@@ -50,7 +70,8 @@ class FaissIndex:
         metric: str = "ip",
         index: Any = None,
     ) -> None:
-        faiss = _faiss()
+        if kind not in FAISS_KINDS:
+            raise ValueError(f"unknown FAISS index kind {kind!r}; choose one of {', '.join(FAISS_KINDS)}")
         self.dim, self.kind, self.metric = dim, kind, metric
         self.nlist, self.nprobe, self.m, self.ef_search = nlist, nprobe, m, ef_search
         code = _metric_code(metric)
@@ -58,14 +79,8 @@ class FaissIndex:
             if int(index.metric_type) != code:
                 raise ValueError(f"FAISS index has metric {int(index.metric_type)}, expected {metric} ({code})")
             self._index = index
-        elif kind == "flat":
-            self._index = faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
-        elif kind == "hnsw":
-            self._index = faiss.IndexHNSWFlat(dim, m, code)
-        elif kind == "ivf":
-            self._index = None  # built on first add, when n is known
         else:
-            raise ValueError(f"unknown FAISS index kind {kind!r}; choose flat, ivf or hnsw")
+            self._index = FAISS_KINDS[kind](dim, metric, m)
         self._apply_search_params()
 
     def _apply_search_params(self) -> None:

@@ -28,12 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from qrerank.errors import IndexFormatError
+from qrerank.index.faiss import FAISS_KINDS
 
 FORMAT = "qrerank-index"
 FORMAT_VERSION = 2
 READ_VERSIONS = (1, 2)
 DTYPES = ("float32", "float16")  # storage dtypes of "embeddings" (format 2); format 1 is float32
-INDEX_KINDS = ("flat", "ivf", "hnsw", "exact")
+INDEX_KINDS = (*FAISS_KINDS, "exact")  # the FAISS registry's kinds, and exact (no FAISS structure)
 SPACES = ("cosine", "angles")  # first-stage search spaces (module docstring)
 SPACE_METRICS = {"cosine": "ip", "angles": "l2"}  # the FAISS metric of each space's vectors
 MANIFEST = "manifest.json"
