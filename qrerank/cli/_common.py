@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from qrerank.errors import InputError
-from qrerank.rerank.scoring import METHODS
+from qrerank.rerank.methods import METHODS
 from qrerank.types import RankedDoc
 
 

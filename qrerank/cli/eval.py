@@ -98,11 +98,13 @@ def run(args: argparse.Namespace) -> int:
     if args.protocol == "sts":
         if args.unseen_from:
             raise InputError("--unseen-from needs qrels: it does not apply to --protocol sts")
-        from qrerank.eval.methods import MethodKind, parse_methods
-        from qrerank.eval.sts import ALPHAS, evaluate_sts, format_sts_table, write_sts_outputs
+        from qrerank.eval.methods import parse_methods
+        from qrerank.eval.sts import evaluate_sts, format_sts_table, write_sts_outputs
+        from qrerank.eval.sweep import ALPHAS
+        from qrerank.rerank.methods import Method
 
         # cosine, fidelity and hybrid always run on STS; head:PATH entries add trained heads.
-        heads = [s.arg for s in parse_methods(args.methods) if s.kind is MethodKind.HEAD]
+        heads = [s.arg for s in parse_methods(args.methods) if s.kind is Method.HEAD]
         encoder = load_encoder(args.model, runtime=runtime)
         result = evaluate_sts(
             args.data_dir, encoder=encoder, split=args.split, tune_split=args.tune_split, taus=args.taus,
@@ -114,8 +116,9 @@ def run(args: argparse.Namespace) -> int:
         write_sts_outputs(result, args.out)
         write(format_sts_table(result))
         return 0
-    from qrerank.eval.evaluator import ALPHAS, EvalConfig, evaluate
+    from qrerank.eval.evaluator import EvalConfig, evaluate
     from qrerank.eval.report import format_table, write_outputs
+    from qrerank.eval.sweep import ALPHAS
 
     cfg = EvalConfig(
         data_dir=args.data_dir, protocol=args.protocol, methods=args.methods, split=args.split, run=args.run,

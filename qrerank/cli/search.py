@@ -17,8 +17,8 @@ from qrerank.cli._common import (
     require_text,
     unit_float,
 )
-from qrerank.rerank.pipeline import FUSIONS, LEXICAL_WEIGHT, SEARCH_METHODS, SearchPipeline
-from qrerank.rerank.scoring import METHODS
+from qrerank.rerank.methods import FUSIONS, METHODS, SEARCH_METHODS
+from qrerank.rerank.pipeline import LEXICAL_WEIGHT, SearchPipeline
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -120,7 +120,7 @@ Planes = tuple[torch.Tensor, torch.Tensor]
 # so a block's product is >= eps^(B/2): 1.4e-28 in float32 (eps 1.2e-7; smallest normal 1.2e-38,
 # so B <= 10 is safe) and 2.6e-63 in float64. Every partial product is >= the full one (all
 # factors <= 1), so no order of multiplication underflows.
-_BLOCK = 8
+BLOCK = 8
 # Q * D * n at or above which the compiled kernel is worth its one-off compile (seconds).
 _COMPILE_MIN = 1 << 24
 _compiled: Any = None  # torch.compile'd _blocked_log_fidelity, built on first use
@@ -134,9 +134,14 @@ _compile_ok = True
 _REFINE = 1e5
 
 
-def _refine_mask(log_f: torch.Tensor, n: int) -> torch.Tensor:
+def refine_threshold(dtype: torch.dtype, n: int) -> float:
+    """The log F above which a blocked result of ``n`` qubits is refined (see ``_REFINE``)."""
+    return -_REFINE * n * torch.finfo(dtype).eps
+
+
+def refine_mask(log_f: torch.Tensor, n: int) -> torch.Tensor:
     """Pairs whose blocked log F is too close to 0 for its rounding bound (see ``_REFINE``)."""
-    return log_f > -_REFINE * n * torch.finfo(log_f.dtype).eps
+    return log_f > refine_threshold(log_f.dtype, n)
 
 
 def bloch_planes(theta: torch.Tensor) -> Planes:
@@ -175,11 +180,11 @@ def _blocked_log_fidelity(
     caller refines them (see ``_REFINE``).
     """
     o = (a0 * b0 + a1 * b1).abs().clamp(min=floor)
-    m = o.shape[-1] // _BLOCK
+    m = o.shape[-1] // BLOCK
     # An explicit product of 8 slices fuses into the log-sum loop; .prod over a view of the
     # blocks made the compiler write the [T, Q, S, m] products out and read them back.
     blocks = o[..., :m]
-    for k in range(1, _BLOCK):
+    for k in range(1, BLOCK):
         blocks = blocks * o[..., k * m : (k + 1) * m]
     return 2.0 * torch.log(blocks).sum(dim=-1)
 
@@ -240,7 +245,9 @@ def _tiled(
         for i in _starts(n_q, tq):
             a = [_pad(x[i : i + tq], tq, f).reshape(1, tq, 1, n) for x, f in ((q0, 1.0), (q1, 0.0))]
             for j in _starts(n_d, td):
-                b = [_pad(x[j : j + td], td, f).reshape(groups, 1, rows, n) for x, f in ((d0, 1.0), (d1, 0.0))]
+                b = [
+                    _pad(x[j : j + td], td, f).reshape(groups, 1, rows, n) for x, f in ((d0, 1.0), (d1, 0.0))
+                ]
                 tile = kernel(a[0], a[1], b[0], b[1], floor).transpose(0, 1).reshape(tq, td)
                 out[i : i + tq, j : j + td] = tile[: n_q - i, : n_d - j]
     return out
@@ -259,7 +266,7 @@ def _pad(x: torch.Tensor, size: int, fill: float) -> torch.Tensor:
 def _refine(out: torch.Tensor, q: Planes, d: Planes, floor: float) -> None:
     """Recompute in place, by the per-qubit formula, the pairs the blocked kernel is too coarse for."""
     n = q[0].shape[1]
-    rows, cols = torch.nonzero(_refine_mask(out, n), as_tuple=True)
+    rows, cols = torch.nonzero(refine_mask(out, n), as_tuple=True)
     for k in range(0, rows.numel(), 4096):
         r, c = rows[k : k + 4096], cols[k : k + 4096]
         out[r, c] = _per_qubit(q[0][r], q[1][r], d[0][c], d[1][c], floor).sum(-1)
@@ -292,7 +299,7 @@ def log_fidelity_planes_matrix(
         qubits.
 
     Cost: one multiply-add per qubit pair for the overlap and one log per block of 8 qubits
-    (see ``_BLOCK`` for the no-underflow bound); the rare nearly identical pairs, whose
+    (see ``BLOCK`` for the no-underflow bound); the rare nearly identical pairs, whose
     log F is too small for the blocked products' rounding, are recomputed per qubit
     (``_REFINE``).
     """
@@ -307,7 +314,7 @@ def log_fidelity_planes_matrix(
     kernel = _compiled_kernel(n_q * n_d * n, compile)
     # Compiled (tiles): blocks of 8 qubits, the last n % 8 one log each. Eager: one log
     # per qubit (a product over a strided axis is slow in eager torch, the log is not).
-    main = n - n % _BLOCK if kernel is not None else 0
+    main = n - n % BLOCK if kernel is not None else 0
     if main:
         a0, a1, b0, b1 = (x[:, :main] for x in (q0, q1, d0, d1))
         out = _tiled(kernel, a0, a1, b0, b1, math.sqrt(floor))
@@ -338,16 +345,18 @@ def log_fidelity_candidates(
     :func:`log_fidelity_angles` (``_REFINE``). With gradients, :func:`log_fidelity_angles`.
     """
     if theta_q.dim() != 1 or theta_d.dim() != 2 or theta_d.shape[1] != theta_q.shape[0]:
-        raise ValueError(f"expected [n] and [D, n] angles, got {tuple(theta_q.shape)}, {tuple(theta_d.shape)}")
+        raise ValueError(
+            f"expected [n] and [D, n] angles, got {tuple(theta_q.shape)}, {tuple(theta_d.shape)}"
+        )
     if torch.is_grad_enabled() and (theta_q.requires_grad or theta_d.requires_grad):
         return log_fidelity_angles(theta_q, theta_d, eps)
     n_d, n = theta_d.shape
     floor = _floor(theta_d.dtype, eps)
-    main = n - n % _BLOCK
+    main = n - n % BLOCK
     o = torch.sub(theta_q, theta_d).mul_(0.5).cos_().abs_().clamp_(min=math.sqrt(floor))
-    blocks = o[:, :main].reshape(n_d, _BLOCK, main // _BLOCK).prod(dim=1)
+    blocks = o[:, :main].reshape(n_d, BLOCK, main // BLOCK).prod(dim=1)
     out = blocks.log_().sum(-1).add_(o[:, main:].log().sum(-1)).mul_(2.0)
-    near = _refine_mask(out, n)
+    near = refine_mask(out, n)
     if bool(near.any()):
         out[near] = log_fidelity_angles(theta_q, theta_d[near], eps)
     return out

@@ -30,25 +30,21 @@ from qrerank.embed.models import DEFAULT_MODEL, load_encoder
 from qrerank.errors import InputError
 from qrerank.eval.datasets import Dataset, load_dataset, read_split_qrels
 from qrerank.eval.meta import environment
-from qrerank.eval.methods import (
+from qrerank.eval.methods import CONVEX_WEIGHT, BM25Scorer, CandidateScorer, parse_methods
+from qrerank.eval.metrics import PRIMARY_METRIC, evaluate_run, measure_names
+from qrerank.eval.significance import paired_comparison
+from qrerank.eval.sweep import ALPHAS, Tuned, best, tau_grid, tune_tau_alpha
+from qrerank.rerank.methods import (
     CONVEX_METHODS,
-    CONVEX_WEIGHT,
     NEEDS_BM25,
     NEEDS_ENCODER,
     NEEDS_RUN_SCORES,
-    BM25Scorer,
-    CandidateScorer,
-    MethodKind,
+    Method,
     MethodSpec,
-    parse_methods,
 )
-from qrerank.eval.metrics import PRIMARY_METRIC, evaluate_run, measure_names
-from qrerank.eval.significance import paired_comparison
 
 log = logging.getLogger(__name__)
 
-TAU_MULTIPLIERS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
-ALPHAS = tuple(round(i / 10, 1) for i in range(11))
 Run = dict[str, dict[str, float]]
 
 
@@ -149,26 +145,21 @@ def _score(
 
 def _tune(
     scorer: CandidateScorer, ds: Dataset, taus: list[float], alphas: tuple[float, ...], depth: int
-) -> tuple[float, float, dict[float, dict], dict[float, dict]]:
-    """tau maximising fidelity's nDCG@10 on the tuning split, then alpha for hybrid at that tau."""
-    tau_curve = {
-        t: _score(scorer, ds, MethodSpec(kind=MethodKind.FIDELITY, tau=t), depth, {})[1] for t in taus
-    }
-    tau = max(taus, key=lambda t: tau_curve[t][PRIMARY_METRIC])
-    alpha_curve = {
-        a: _score(scorer, ds, MethodSpec(kind=MethodKind.HYBRID, tau=tau, alpha=a), depth, {})[1]
-        for a in alphas
-    }
-    alpha = max(alphas, key=lambda a: alpha_curve[a][PRIMARY_METRIC])
-    return tau, alpha, tau_curve, alpha_curve
+) -> Tuned:
+    """tau and alpha by nDCG@10 on the tuning split (:func:`qrerank.eval.sweep.tune_tau_alpha`)."""
+
+    def ndcg(kind: Method, tau: float, alpha: float | None) -> dict[str, float]:
+        return _score(scorer, ds, MethodSpec(kind=kind, tau=tau, alpha=alpha), depth, {})[1]
+
+    return tune_tau_alpha(ndcg, taus, alphas, PRIMARY_METRIC)
 
 
 def _tune_weight(
-    scorer: CandidateScorer, ds: Dataset, kind: MethodKind, tau: float, weights: tuple[float, ...], depth: int
+    scorer: CandidateScorer, ds: Dataset, kind: Method, tau: float, weights: tuple[float, ...], depth: int
 ) -> tuple[float, dict[float, dict]]:
     """The BM25 weight of a convex method maximising nDCG@10 on the tuning split, and its curve."""
     curve = {w: _score(scorer, ds, MethodSpec(kind=kind, tau=tau, weight=w), depth, {})[1] for w in weights}
-    return max(weights, key=lambda w: curve[w][PRIMARY_METRIC]), curve
+    return best(curve, PRIMARY_METRIC), curve
 
 
 def evaluate(cfg: EvalConfig, *, encoder: Encoder | None = None) -> dict[str, Any]:  # noqa: C901 (issue 13 item 3 splits it into steps)
@@ -183,16 +174,16 @@ def evaluate(cfg: EvalConfig, *, encoder: Encoder | None = None) -> dict[str, An
     if cfg.k < 1:
         raise InputError(f"k must be positive, got {cfg.k}")
     specs = parse_methods(cfg.methods)
-    if MethodSpec(kind=MethodKind.COSINE) not in specs:
-        specs.insert(0, MethodSpec(kind=MethodKind.COSINE))  # the baseline always runs
+    if MethodSpec(kind=Method.COSINE) not in specs:
+        specs.insert(0, MethodSpec(kind=Method.COSINE))  # the baseline always runs
     ds = load_dataset(cfg.data_dir, split=cfg.split, rel_level=cfg.rel_level)
     if cfg.unseen_from:
         if cfg.unseen_from == cfg.split:
             raise InputError(f"--unseen-from {cfg.unseen_from!r} is the evaluated split itself")
         ds = ds.unseen_from(read_split_qrels(ds.root, cfg.unseen_from), source=f"{ds.name}/{cfg.unseen_from}")
-    anchors = {s.arg: ds.run(s.arg) for s in specs if s.kind is MethodKind.RUN}  # fail early on bad names
+    anchors = {s.arg: ds.run(s.arg) for s in specs if s.kind is Method.RUN}  # fail early on bad names
     for s in specs:
-        if s.kind is MethodKind.HEAD and not Path(s.arg).exists():
+        if s.kind is Method.HEAD and not Path(s.arg).exists():
             raise InputError(f"no head at {s.arg}")
     needs_run = [s.name for s in specs if s.kind in NEEDS_RUN_SCORES]
     if needs_run and protocol is not Protocol.RERANK:
@@ -232,7 +223,7 @@ def evaluate(cfg: EvalConfig, *, encoder: Encoder | None = None) -> dict[str, An
     if enc is not None:
         from qrerank.heads.bundle import load_head_bundle
 
-        for key in dict.fromkeys(s.arg for s in specs if s.kind is MethodKind.HEAD):
+        for key in dict.fromkeys(s.arg for s in specs if s.kind is Method.HEAD):
             bundle = load_head_bundle(key, in_dim=enc.dim)
             heads[key] = bundle.head.double()  # float64 like every dense score here (see CandidateScorer)
             if bundle.encoder is not None:
@@ -243,12 +234,12 @@ def evaluate(cfg: EvalConfig, *, encoder: Encoder | None = None) -> dict[str, An
 
     # tau / alpha: chosen on the tuning split, or the defaults.
     dim = enc.dim if enc is not None else 0
-    taus = sorted(cfg.taus) if cfg.taus else ([m * default_tau(dim) for m in TAU_MULTIPLIERS] if dim else [])
+    taus = tau_grid(dim, cfg.taus) if dim else []
     tuning: dict[str, Any] = {}
     tune_tau: dict[float, dict] = {}
     tune_alpha: dict[float, dict] = {}
     weights = {k: CONVEX_WEIGHT for k in CONVEX_METHODS}  # BM25 weight of each convex method
-    tune_weight: dict[MethodKind, dict[float, dict]] = {}
+    tune_weight: dict[Method, dict[float, dict]] = {}
     if tune_ds is not None and enc is not None:
         t_cands, _ = build_candidates(tune_ds, protocol, cfg.run, cfg.k)
         t_doc_ids, t_q, t_d = _embed(tune_ds, t_cands, enc, cfg)
@@ -261,7 +252,8 @@ def evaluate(cfg: EvalConfig, *, encoder: Encoder | None = None) -> dict[str, An
             qids=list(tune_ds.queries), queries=tune_ds.queries, candidates=t_cands, doc_ids=t_doc_ids,
             q_emb=t_q, d_emb=t_d, bm25=t_bm25,
         )  # fmt: skip
-        tau, alpha, tune_tau, tune_alpha = _tune(t_scorer, tune_ds, taus, cfg.alphas, cfg.k)
+        tuned = _tune(t_scorer, tune_ds, taus, cfg.alphas, cfg.k)
+        tau, alpha, tune_tau, tune_alpha = tuned.tau, tuned.alpha, tuned.tau_curve, tuned.alpha_curve
         for kind in convex:
             weights[kind], tune_weight[kind] = _tune_weight(t_scorer, tune_ds, kind, tau, cfg.alphas, cfg.k)
         tuning = {
@@ -287,14 +279,14 @@ def evaluate(cfg: EvalConfig, *, encoder: Encoder | None = None) -> dict[str, An
     main: list[str] = []
     labels: dict[str, str] = {}
     for s in specs:
-        if s.kind is MethodKind.RUN:
+        if s.kind is Method.RUN:
             run = {q: dict(anchors[s.arg].get(q, [])) for q in ds.queries}
             agg, pq = evaluate_run(ds.qrels, run, ds.queries, ds.rel_level)
         else:
-            if s.kind is MethodKind.FIDELITY:
+            if s.kind is Method.FIDELITY:
                 s = MethodSpec(kind=s.kind, tau=tau)
                 labels[s.name] = f"fidelity (τ={tau:.4g})"
-            elif s.kind is MethodKind.HYBRID:
+            elif s.kind is Method.HYBRID:
                 s = MethodSpec(kind=s.kind, tau=tau, alpha=alpha)
                 labels[s.name] = f"hybrid (τ={tau:.4g}, α={alpha:.2g})"
             elif s.kind in CONVEX_METHODS:
@@ -307,7 +299,7 @@ def evaluate(cfg: EvalConfig, *, encoder: Encoder | None = None) -> dict[str, An
     sweeps: dict[str, list[dict[str, Any]]] = {"tau": [], "alpha": []}
     if dim:
         for t in taus:
-            spec = MethodSpec(kind=MethodKind.FIDELITY, tau=t, label=f"fidelity[tau={t:.4g}]")
+            spec = MethodSpec(kind=Method.FIDELITY, tau=t, label=f"fidelity[tau={t:.4g}]")
             runs[spec.name], metrics[spec.name], _ = _score(scorer, ds, spec, cfg.k, heads)
             sweeps["tau"].append(
                 {
@@ -319,7 +311,7 @@ def evaluate(cfg: EvalConfig, *, encoder: Encoder | None = None) -> dict[str, An
             )
         for a in cfg.alphas:
             spec = MethodSpec(
-                kind=MethodKind.HYBRID, tau=tau, alpha=a, label=f"hybrid[tau={tau:.4g},alpha={a:.2g}]"
+                kind=Method.HYBRID, tau=tau, alpha=a, label=f"hybrid[tau={tau:.4g},alpha={a:.2g}]"
             )
             runs[spec.name], metrics[spec.name], _ = _score(scorer, ds, spec, cfg.k, heads)
             sweeps["alpha"].append({"alpha": a, "test": metrics[spec.name], "tune": tune_alpha.get(a)})

@@ -1,135 +1,51 @@
-"""Ranking methods scored on the same per-query candidate lists: dense, quantum, lexical, fused.
+"""The methods ``qrerank eval`` compares, scored on the same per-query candidate lists.
 
-=========== ==============================================================================
-method      score of a candidate
-=========== ==============================================================================
-cosine      cos(q, d) of the encoder's embeddings (the baseline every method is tested against)
-fidelity    log F of the Bloch states at temperature tau (arXiv 2501.04591; ranks like F)
-hybrid      alpha * minmax(cos) + (1 - alpha) * minmax(log F), min-max over the candidates
-bm25        Okapi BM25 from ``bm25s`` (Lucene variant, k1 = 0.9, b = 0.4 as Anserini; English
-            stopwords, Snowball stemmer); statistics from the dataset's whole corpus.jsonl
-rrf         reciprocal-rank fusion of bm25 and cosine: 1/(60 + rank_bm25) + 1/(60 + rank_cos)
-            (Cormack et al., SIGIR 2009), ranks over the candidates
-convex      w * minmax(bm25) + (1 - w) * minmax(cos) over the candidates, w chosen on the
-            tuning split (0.3 without one)
-convex-fidelity  the same with log F at the chosen tau in place of cos
-first       the first-stage score the ``--run`` file gives each candidate (``--protocol rerank``)
-rrf-run     reciprocal-rank fusion of first and cosine, as rrf with the run in place of bm25
-fused-run   convex fusion w * minmax(first) + (1 - w) * minmax(cos) over the candidates,
-            w = 0.3 (``fused-run:W`` sets it)
-head:PATH   similarity of a trained head's outputs (log-fidelity for state heads, cosine for
-            vector heads), via ``qrerank.heads.io.load_head``
-run:NAME    the dataset's ``runs/NAME.trec`` as is: an external anchor with its own candidates
-=========== ==============================================================================
+Each method's formula is :mod:`qrerank.rerank.methods`' (its table names them all; the dispatch
+:func:`~qrerank.rerank.methods.method_scores` is the one every scoring path uses). What eval
+adds:
 
-BM25 and RRF are the product's own (``qrerank.index.lexical``, ``qrerank.core.fusion``),
-re-exported here. Dense signals are computed in float64 (see ``CandidateScorer``), once as
-``[Q, N]`` matrices over the union of all candidates with the batched core functions, then
-gathered per query, so every method sees identical candidates and the sweeps over tau and alpha
-cost one fidelity matrix per tau.
+- BM25 statistics come from the dataset's whole corpus.jsonl (``bm25s``, Lucene variant,
+  k1 = 0.9, b = 0.4 as Anserini; English stopwords, Snowball stemmer);
+- ``convex`` and ``convex-fidelity`` take their BM25 weight from the tuning split (0.3 without
+  one); ``fused-run:W`` sets the run's weight;
+- ``first`` is the ``--run`` file's score of each candidate (``--protocol rerank``);
+- ``head:PATH`` loads a head with ``qrerank.heads.bundle.load_head_bundle``; ``run:NAME`` is
+  the dataset's ``runs/NAME.trec`` as is, an external anchor with its own candidates.
+
+Dense signals are computed in float64 (see ``CandidateScorer``), once as ``[Q, N]`` matrices
+over the union of all candidates with the batched core functions, then gathered per query, so
+every method sees identical candidates and the sweeps over tau and alpha cost one fidelity
+matrix per tau.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from qrerank.core.encoding import bloch_angles
 from qrerank.core.fidelity import log_fidelity_angles_matrix
-from qrerank.core.fusion import RRF_K, convex_fusion, hybrid_scores, reciprocal_rank_fusion
+from qrerank.core.fusion import RRF_K, Normalize, reciprocal_rank_fusion
 from qrerank.core.head import Head
 from qrerank.core.similarity import cosine_matrix, similarity_matrix
 from qrerank.errors import InputError
 from qrerank.index.lexical import BM25_B, BM25_K1, BM25Scorer
+from qrerank.rerank.methods import PLAIN_METHODS, Method, MethodSpec, hybrid_of, method_scores
 from qrerank.rerank.scoring import top_order
 
 __all__ = [
     "BM25_B",
     "BM25_K1",
-    "FUSED_RUN_WEIGHT",
-    "NEEDS_ENCODER",
-    "NEEDS_RUN_SCORES",
-    "PLAIN_METHODS",
+    "CONVEX_WEIGHT",
     "RRF_K",
     "BM25Scorer",
     "CandidateScorer",
-    "MethodKind",
-    "MethodSpec",
     "parse_methods",
     "reciprocal_rank_fusion",
 ]
-FUSED_RUN_WEIGHT = 0.3  # weight of the run's scores in fused-run, until tuned on a held-out split
 CONVEX_WEIGHT = 0.3  # BM25 weight of convex / convex-fidelity without a tuning split
-
-
-class MethodKind(StrEnum):
-    """The kinds of method ``qrerank eval`` compares: ``PLAIN_METHODS``, ``run:NAME`` and ``head:PATH``."""
-
-    BM25 = "bm25"
-    COSINE = "cosine"
-    FIDELITY = "fidelity"
-    HYBRID = "hybrid"
-    RRF = "rrf"
-    RUN = "run"
-    HEAD = "head"
-    FIRST = "first"
-    RRF_RUN = "rrf-run"
-    FUSED_RUN = "fused-run"
-    CONVEX = "convex"
-    CONVEX_FIDELITY = "convex-fidelity"
-
-
-PLAIN_METHODS = (
-    "bm25", "cosine", "fidelity", "hybrid", "rrf", "convex", "convex-fidelity", "first", "rrf-run", "fused-run",
-)  # fmt: skip
-# Convex fusion of BM25 with a dense signal: the weight of BM25, chosen on the tuning split.
-CONVEX_METHODS = {MethodKind.CONVEX, MethodKind.CONVEX_FIDELITY}
-NEEDS_BM25 = {MethodKind.BM25, MethodKind.RRF, *CONVEX_METHODS}
-NEEDS_ENCODER = {
-    MethodKind.COSINE,
-    MethodKind.FIDELITY,
-    MethodKind.HYBRID,
-    MethodKind.RRF,
-    MethodKind.HEAD,
-    MethodKind.RRF_RUN,
-    MethodKind.FUSED_RUN,
-    *CONVEX_METHODS,
-}
-NEEDS_RUN_SCORES = {MethodKind.FIRST, MethodKind.RRF_RUN, MethodKind.FUSED_RUN}
-
-
-@dataclass(frozen=True, kw_only=True)
-class MethodSpec:
-    """One method to evaluate.
-
-    ``arg`` is the run name or head path, tau/alpha/weight its parameters (``weight``: the BM25
-    weight of the convex methods).
-    """
-
-    kind: MethodKind
-    arg: str = ""
-    tau: float | None = None
-    alpha: float | None = None
-    weight: float | None = None
-    label: str = ""
-
-    @property
-    def name(self) -> str:
-        """Key in metrics.json and the run file stem."""
-        if self.label:
-            return self.label
-        if self.kind is MethodKind.RUN:
-            return f"run:{self.arg}"
-        if self.kind is MethodKind.HEAD:
-            return f"head:{Path(self.arg).name}"
-        if self.kind is MethodKind.FUSED_RUN and self.arg:
-            return f"fused-run:{self.arg}"
-        return self.kind.value
 
 
 def parse_methods(text: str | Sequence[str]) -> list[MethodSpec]:
@@ -143,11 +59,11 @@ def parse_methods(text: str | Sequence[str]) -> list[MethodSpec]:
                 raise InputError(
                     f"method {item!r} needs a value: {kind}:{'NAME' if kind == 'run' else 'PATH'}"
                 )
-            spec = MethodSpec(kind=MethodKind(kind), arg=arg)
-        elif kind == MethodKind.FUSED_RUN and arg:
-            spec = MethodSpec(kind=MethodKind.FUSED_RUN, arg=f"{_weight(arg, item):g}")
+            spec = MethodSpec(kind=Method(kind), arg=arg)
+        elif kind == Method.FUSED_RUN and arg:
+            spec = MethodSpec(kind=Method.FUSED_RUN, arg=f"{_weight(arg, item):g}")
         elif item in PLAIN_METHODS:
-            spec = MethodSpec(kind=MethodKind(item))
+            spec = MethodSpec(kind=Method(item))
         else:
             raise InputError(
                 f"unknown method {item!r}; choose from {', '.join(PLAIN_METHODS)}, fused-run:W, run:NAME, "
@@ -280,37 +196,7 @@ class CandidateScorer:
 
     def scores(self, spec: MethodSpec, i: int, heads: Mapping[str, Head] | None = None) -> torch.Tensor:
         """``[c]`` scores of query ``i``'s candidates under ``spec``."""
-        kind = spec.kind
-        if kind is MethodKind.COSINE:
-            return self.cosine(i)
-        if kind is MethodKind.FIDELITY:
-            return self.log_fidelity(i, _need(spec.tau, "tau"))
-        if kind is MethodKind.HYBRID:
-            tau = _need(spec.tau, "tau")
-            return hybrid_scores(
-                self.cosine(i), self.log_fidelity(i, tau), _need(spec.alpha, "alpha"), self.dim
-            )
-        if kind is MethodKind.BM25:
-            return self.bm25_scores(i)
-        if kind is MethodKind.RRF:
-            return reciprocal_rank_fusion(self.bm25_scores(i), self.cosine(i), k=self.rrf_k)
-        if kind is MethodKind.CONVEX:
-            return convex_fusion(self.bm25_scores(i), self.cosine(i), _need(spec.weight, "weight"))
-        if kind is MethodKind.CONVEX_FIDELITY:
-            tau = _need(spec.tau, "tau")
-            return convex_fusion(self.bm25_scores(i), self.log_fidelity(i, tau), _need(spec.weight, "weight"))
-        if kind is MethodKind.FIRST:
-            return self.first_scores(i)
-        if kind is MethodKind.RRF_RUN:
-            return reciprocal_rank_fusion(self.first_scores(i), self.cosine(i), k=self.rrf_k)
-        if kind is MethodKind.FUSED_RUN:
-            weight = float(spec.arg) if spec.arg else FUSED_RUN_WEIGHT
-            return convex_fusion(self.first_scores(i), self.cosine(i), weight)
-        if kind is MethodKind.HEAD:
-            if heads is None or spec.arg not in heads:
-                raise InputError(f"head {spec.arg!r} is not loaded")
-            return self.head_similarity(i, spec.arg, heads[spec.arg])
-        raise ValueError(f"{spec.name} is not scored on candidates")
+        return method_scores(spec, _QuerySignals(self, i, heads or {}), rrf_k=self.rrf_k)
 
     def run(
         self, spec: MethodSpec, depth: int, heads: Mapping[str, Head] | None = None
@@ -328,7 +214,34 @@ class CandidateScorer:
         return out
 
 
-def _need(value: float | None, what: str) -> float:
-    if value is None:
-        raise ValueError(f"method needs {what}")
-    return value
+class _QuerySignals:
+    """:class:`~qrerank.rerank.methods.Signals` of one query of a CandidateScorer."""
+
+    def __init__(self, scorer: CandidateScorer, i: int, heads: Mapping[str, Head]) -> None:
+        self.scorer, self.i, self.heads = scorer, i, heads
+
+    @property
+    def n_qubits(self) -> int:
+        return self.scorer.dim
+
+    def cosine(self) -> torch.Tensor:
+        return self.scorer.cosine(self.i)
+
+    def quantum(self, tau: float | None) -> torch.Tensor:
+        if tau is None:
+            raise ValueError("method needs tau")
+        return self.scorer.log_fidelity(self.i, tau)
+
+    def hybrid(self, tau: float | None, alpha: float, normalize: Normalize) -> torch.Tensor:
+        return hybrid_of(self, tau, alpha, normalize)
+
+    def lexical(self) -> torch.Tensor:
+        return self.scorer.bm25_scores(self.i)
+
+    def first(self) -> torch.Tensor:
+        return self.scorer.first_scores(self.i)
+
+    def head(self, key: str) -> torch.Tensor:
+        if key not in self.heads:
+            raise InputError(f"head {key!r} is not loaded")
+        return self.scorer.head_similarity(self.i, key, self.heads[key])

@@ -33,10 +33,11 @@ from qrerank.core.fidelity import log_fidelity_angles
 from qrerank.core.fusion import hybrid_scores
 from qrerank.embed.base import Encoder
 from qrerank.errors import InputError
-from qrerank.eval.evaluator import ALPHAS, TAU_MULTIPLIERS
 from qrerank.eval.meta import environment
 from qrerank.eval.plots import plot_sweep
+from qrerank.eval.sweep import ALPHAS, tau_grid, tune_tau_alpha
 from qrerank.judgments import read_sts
+from qrerank.rerank.methods import Method
 
 STS_METRIC = "spearman"
 
@@ -59,6 +60,11 @@ class _Pairs:
 
     def hybrid(self, tau: float, alpha: float) -> torch.Tensor:
         return hybrid_scores(self.cos, self.log_f(tau), alpha, self.a.shape[1])
+
+    def correlations(self, method: Method, tau: float, alpha: float | None) -> dict[str, float]:
+        """Correlations with the gold scores of ``method``: fidelity at ``tau``, or hybrid at ``tau, alpha``."""
+        pred = self.log_f(tau) if method is Method.FIDELITY or alpha is None else self.hybrid(tau, alpha)
+        return correlations(pred, self.gold)
 
 
 def correlations(pred: torch.Tensor | np.ndarray, gold: np.ndarray) -> dict[str, float]:
@@ -139,13 +145,11 @@ def evaluate_sts(
             raise InputError(f"no head at {path}")
     test = _Pairs(root / f"sts-{split}.tsv", encoder, batch_size, show_progress)
     dim = encoder.dim
-    grid = sorted(taus) if taus else [m * default_tau(dim) for m in TAU_MULTIPLIERS]
+    grid = tau_grid(dim, taus)
     tune = _Pairs(root / f"sts-{tune_split}.tsv", encoder, batch_size, show_progress) if tune_split else None
     if tune is not None:
-        tune_tau = {t: correlations(tune.log_f(t), tune.gold) for t in grid}
-        tau = max(grid, key=lambda t: tune_tau[t][STS_METRIC])
-        tune_alpha = {a: correlations(tune.hybrid(tau, a), tune.gold) for a in alphas}
-        alpha = max(alphas, key=lambda a: tune_alpha[a][STS_METRIC])
+        tuned = tune_tau_alpha(tune.correlations, grid, alphas, STS_METRIC)
+        tau, alpha, tune_tau, tune_alpha = tuned.tau, tuned.alpha, tuned.tau_curve, tuned.alpha_curve
     else:
         tune_tau, tune_alpha, tau, alpha = {}, {}, default_tau(dim), 0.5
     metrics = {

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from enum import StrEnum
 
 import numpy as np
 import torch
@@ -36,8 +35,16 @@ from qrerank.core.fusion import RRF_K, convex_fusion, reciprocal_rank_fusion
 from qrerank.errors import IndexFormatError, InputError
 from qrerank.index.directory import DocumentIndex
 from qrerank.index.lexical import top_rows
+from qrerank.rerank.methods import (
+    Fusion,
+    Method,
+    SearchMethod,
+    parse_fusion,
+    parse_method,
+    parse_search_method,
+)
 from qrerank.rerank.reranker import Reranker, ranked
-from qrerank.rerank.scoring import Method, Scores, parse_method
+from qrerank.rerank.scoring import Scores
 from qrerank.types import RankedDoc
 
 # Weight of BM25 in convex fusion, chosen on SciFact's 809 train claims in this search path
@@ -45,48 +52,6 @@ from qrerank.types import RankedDoc
 # 64.51, the 104 unseen ones 74.66 vs 67.58). Convex beat RRF there (train 73.84 vs 71.75), so
 # fused search uses it unless asked for rrf.
 LEXICAL_WEIGHT = 0.5
-
-
-class SearchMethod(StrEnum):
-    """Search methods: cosine, fidelity, hybrid, lexical (BM25) or fused (see the module docstring)."""
-
-    COSINE = "cosine"
-    FIDELITY = "fidelity"
-    HYBRID = "hybrid"
-    LEXICAL = "lexical"
-    FUSED = "fused"
-
-
-class Fusion(StrEnum):
-    """How ``fused`` search combines its dense and BM25 scores: reciprocal rank or convex."""
-
-    RRF = "rrf"
-    CONVEX = "convex"
-
-
-SEARCH_METHODS = tuple(m.value for m in SearchMethod)
-FUSIONS = tuple(f.value for f in Fusion)
-
-
-def parse_search_method(method: SearchMethod | Method | str) -> SearchMethod:
-    """``method`` as a SearchMethod; an unknown name is an InputError listing the choices."""
-    try:
-        return SearchMethod(method)
-    except ValueError:
-        raise InputError(f"unknown method {method!r}; choose one of {', '.join(SEARCH_METHODS)}") from None
-
-
-def parse_fusion(fusion: Fusion | str | None, lexical_weight: float | None) -> Fusion:
-    """The fusion to use: as given, else convex (measured best; see LEXICAL_WEIGHT)."""
-    if fusion is None:
-        return Fusion.CONVEX
-    try:
-        parsed = Fusion(fusion)
-    except ValueError:
-        raise InputError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}") from None
-    if parsed is Fusion.RRF and lexical_weight is not None:
-        raise InputError("a lexical weight applies to convex fusion only; rrf has no weight")
-    return parsed
 
 
 class SearchPipeline:
@@ -213,7 +178,7 @@ class SearchPipeline:
             return []
         dense = self._score_rows(self.reranker.embed([query]), rows_list, None, None)
         lexical = torch.from_numpy(bm25[rows_list])
-        scores = Scores(score=lexical, cosine=dense.cosine, quantum=dense.quantum)
+        scores = dense.with_score(lexical)
         return self._hits(rows_list, scores, lexical, top_n)
 
     def _fused_search(
@@ -240,7 +205,7 @@ class SearchPipeline:
         else:
             weight = LEXICAL_WEIGHT if lexical_weight is None else lexical_weight
             fused = convex_fusion(lexical, dense.score, weight)
-        scores = Scores(score=fused, cosine=dense.cosine, quantum=dense.quantum)
+        scores = dense.with_score(fused)
         return self._hits(rows_list, scores, lexical, top_n)
 
     def _hits(

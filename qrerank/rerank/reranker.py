@@ -18,7 +18,8 @@ from qrerank.embed.base import Encoder
 from qrerank.embed.models import DEFAULT_MODEL, load_encoder
 from qrerank.embed.runtime import Runtime
 from qrerank.errors import InputError
-from qrerank.rerank.scoring import Method, Scores, parse_method, rank_order, score_candidates
+from qrerank.rerank.methods import Method, parse_method
+from qrerank.rerank.scoring import Scores, rank_order, score_candidates
 from qrerank.types import Document, RankedDoc
 
 if TYPE_CHECKING:
@@ -48,22 +49,23 @@ def as_document(doc: DocLike, position: int) -> Document:
 
 def ranked(docs: Sequence[Document], scores: Scores, top_n: int | None) -> list[RankedDoc]:
     """Sort by ``scores.score`` and wrap the first ``top_n`` as RankedDoc."""
-    order = rank_order(scores.score).tolist()
+    order = rank_order(scores.score)
     if top_n is not None:
         order = order[:top_n]
+    quantum = scores.quantum_at(order).tolist()  # of the returned rows only (cosine ranking)
     return [
         RankedDoc(
             index=i,
             rank=r + 1,
             score=float(scores.score[i]),
             cosine=float(scores.cosine[i]),
-            log_fidelity=float(scores.quantum[i]),
+            log_fidelity=quantum[r],
             text=docs[i].text,
             doc_id=docs[i].doc_id,
             title=docs[i].title,
             metadata=docs[i].metadata,
         )
-        for r, i in enumerate(order)
+        for r, i in enumerate(order.tolist())
     ]
 
 

@@ -22,9 +22,15 @@ import torch
 from qrerank.core.encoding import bloch_angles, default_tau
 from qrerank.core.fusion import RRF_K
 from qrerank.embed.base import Encoder
-from qrerank.rerank.pipeline import Fusion, SearchMethod, parse_fusion, parse_search_method
+from qrerank.rerank.methods import (
+    Fusion,
+    Method,
+    SearchMethod,
+    parse_fusion,
+    parse_method,
+    parse_search_method,
+)
 from qrerank.rerank.reranker import Reranker, ranked
-from qrerank.rerank.scoring import Method, parse_method
 from qrerank.service.batcher import BatcherFactory, BatchHook, MicroBatcher, TextBatcher
 from qrerank.service.config import LongDocs, Settings
 from qrerank.types import Document, RankedDoc
@@ -262,7 +268,12 @@ class Engine:
         vectors = torch.from_numpy(emb)
         scores = self.reranker.score_embeddings(vectors[0], vectors[1:], method=method, alpha=alpha)
         docs = [Document(text=t, doc_id=str(i)) for i, t in enumerate(texts)]
-        spans = (_span(scores.cosine.tolist()), _span(scores.quantum.tolist()))
+        # Only a hybrid's relevance reads the spans; a cosine ranking never computes log F for all.
+        spans = (
+            (_span(scores.cosine.tolist()), _span(scores.quantum.tolist()))
+            if method is Method.HYBRID
+            else None
+        )
         return self._hits(ranked(docs, scores, top_n), method, self.alpha(alpha), spans)
 
     async def search(

@@ -32,8 +32,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 
-from qrerank.rerank.pipeline import Fusion, SearchMethod
-from qrerank.rerank.scoring import Method
+from qrerank.rerank.methods import Fusion, Method, SearchMethod
 
 
 def _unicode(value: str) -> str:

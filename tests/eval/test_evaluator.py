@@ -213,7 +213,8 @@ def test_convex_fusion_weight_is_tuned_on_the_tuning_split(tiny: Path, encoder) 
 
 def test_convex_endpoints_are_the_single_signals(tiny: Path, encoder) -> None:
     from qrerank.eval.datasets import load_dataset
-    from qrerank.eval.methods import BM25Scorer, CandidateScorer, MethodKind, MethodSpec
+    from qrerank.eval.methods import BM25Scorer, CandidateScorer
+    from qrerank.rerank.methods import Method, MethodSpec
     from qrerank.rerank.scoring import rank_order
 
     ds = load_dataset(tiny, split="test")
@@ -226,11 +227,11 @@ def test_convex_endpoints_are_the_single_signals(tiny: Path, encoder) -> None:
     )  # fmt: skip
     for i in range(len(qids)):
         cos, bm25 = scorer.cosine(i), scorer.bm25_scores(i)
-        for kind in (MethodKind.CONVEX, MethodKind.CONVEX_FIDELITY):
+        for kind in (Method.CONVEX, Method.CONVEX_FIDELITY):
             at1 = scorer.scores(MethodSpec(kind=kind, tau=0.5, weight=1.0), i)
             assert torch.equal(rank_order(at1), rank_order(bm25))
-        at0 = scorer.scores(MethodSpec(kind=MethodKind.CONVEX, weight=0.0), i)
+        at0 = scorer.scores(MethodSpec(kind=Method.CONVEX, weight=0.0), i)
         assert torch.equal(rank_order(at0), rank_order(cos))
-        half = scorer.scores(MethodSpec(kind=MethodKind.CONVEX, weight=0.5), i)
+        half = scorer.scores(MethodSpec(kind=Method.CONVEX, weight=0.5), i)
         lo = lambda x: (x - x.min()) / (x.max() - x.min())  # noqa: E731
         assert torch.allclose(half.double(), 0.5 * lo(bm25.double()) + 0.5 * lo(cos.double()))

@@ -13,18 +13,17 @@ from qrerank.eval.datasets import load_dataset
 from qrerank.eval.methods import (
     BM25Scorer,
     CandidateScorer,
-    MethodKind,
-    MethodSpec,
     parse_methods,
     reciprocal_rank_fusion,
 )
+from qrerank.rerank.methods import Method, MethodSpec
 from qrerank.rerank.scoring import score_candidates
 
 
 def test_parse_methods() -> None:
     specs = parse_methods("bm25, cosine,run:bm25,head:/x/my-head,cosine")
     assert [s.name for s in specs] == ["bm25", "cosine", "run:bm25", "head:my-head"]
-    assert specs[2] == MethodSpec(kind=MethodKind.RUN, arg="bm25")
+    assert specs[2] == MethodSpec(kind=Method.RUN, arg="bm25")
     with pytest.raises(InputError, match="unknown method 'dense'"):
         parse_methods("cosine,dense")
     with pytest.raises(InputError, match="needs a value"):
@@ -68,9 +67,9 @@ def test_batched_scores_equal_score_candidates(tiny: Path, encoder) -> None:
             ("hybrid", {"tau": 0.3, "alpha": 0.4}),
         ):
             ref = score_candidates(torch.from_numpy(q[i]), docs, method=method, **kw).score
-            spec = MethodSpec(kind=MethodKind(method), tau=kw.get("tau"), alpha=kw.get("alpha"))
+            spec = MethodSpec(kind=Method(method), tau=kw.get("tau"), alpha=kw.get("alpha"))
             assert scorer.scores(spec, i).float() == pytest.approx(ref, abs=1e-5)
-    run = scorer.run(MethodSpec(kind=MethodKind.COSINE), depth=2)
+    run = scorer.run(MethodSpec(kind=Method.COSINE), depth=2)
     assert {q: list(r) for q, r in run.items()} == {"q1": ["d1", "d4"], "q2": ["d5", "d6"]}
 
 
@@ -89,5 +88,5 @@ def test_saturated_qubits_stay_finite() -> None:
     )
     logf = scorer.log_fidelity(0, 1e-3)
     assert torch.isfinite(logf).all()
-    hybrid = scorer.scores(MethodSpec(kind=MethodKind.HYBRID, tau=1e-3, alpha=1.0), 0)
+    hybrid = scorer.scores(MethodSpec(kind=Method.HYBRID, tau=1e-3, alpha=1.0), 0)
     assert torch.isfinite(hybrid).all() and int(hybrid.argmax()) == 2

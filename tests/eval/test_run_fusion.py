@@ -9,7 +9,8 @@ import pytest
 
 from qrerank.errors import InputError
 from qrerank.eval.evaluator import EvalConfig, evaluate
-from qrerank.eval.methods import MethodKind, MethodSpec, parse_methods
+from qrerank.eval.methods import parse_methods
+from qrerank.rerank.methods import Method, MethodSpec
 
 # q1's candidates in runs/bm25.trec: d3 9, d1 8, d2 7, d4 6, d5 5. Cosine to q1 (conftest
 # ANGLES, q1 at angle 0) is cos(angle): d1 .1, d4 .3, d2 .5, d3 .7, d5 .9.
@@ -24,7 +25,7 @@ def cfg(tiny: Path, **kw) -> EvalConfig:  # type: ignore[no-untyped-def]
 def test_parse_run_methods() -> None:
     specs = parse_methods("first,rrf-run,fused-run,fused-run:0.50")
     assert [s.name for s in specs] == ["first", "rrf-run", "fused-run", "fused-run:0.5"]
-    assert specs[3] == MethodSpec(kind=MethodKind.FUSED_RUN, arg="0.5")
+    assert specs[3] == MethodSpec(kind=Method.FUSED_RUN, arg="0.5")
     for bad in ("fused-run:2", "fused-run:x", "fused-run:nan"):
         with pytest.raises(InputError, match=r"number in \[0, 1\]"):
             parse_methods(bad)
