@@ -116,6 +116,9 @@ class Reranker:
         shots: shot count for simulator backends (None = exact statevector).
         runtime: encoder runtime when ``encoder`` is a name (torch, onnx, onnx-int8); a head
             with fine-tuned encoder layers runs on torch only.
+        compile: score the closed form in one compiled pass (``qrerank.core.candidates``):
+            ~4x faster scoring of 100 candidates after a one-off compile of seconds per process,
+            for long-lived processes; off, the same formulas run eagerly.
     """
 
     def __init__(
@@ -131,6 +134,7 @@ class Reranker:
         shots: int | None = None,
         batch_size: int = 32,
         runtime: str | None = None,
+        compile: bool = False,
     ) -> None:
         from qrerank.embed.runtime import parse_runtime
 
@@ -151,6 +155,7 @@ class Reranker:
             raise InputError(f"head expects {head.in_dim}-d embeddings, encoder gives {self.encoder.dim}-d")
         self.head = head
         self.backend, self.shots, self.batch_size = backend, shots, batch_size
+        self.compile = compile
 
     def with_encoder(self, encoder: Encoder) -> Reranker:
         """This Reranker (method, alpha, tau, head, backend, shots, ...) on another encoder of the same dim.
@@ -206,6 +211,7 @@ class Reranker:
             doc_angles=doc_angles,
             normalize=self.normalize,
             quantum=quantum,
+            compile=self.compile,
         )
 
     def rank(

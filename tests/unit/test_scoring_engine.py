@@ -166,3 +166,17 @@ def test_tune_tau_alpha_picks_first_best_and_alpha_at_that_tau() -> None:
     assert all(t == 0.5 for m, t, _ in calls if m is Method.HYBRID)
     assert list(tuned.tau_curve) == [0.25, 0.5, 1.0]
     assert best({1.0: {"m": 2.0}, 0.5: {"m": 2.0}}, "m") == 1.0
+
+
+def test_reranker_compiled_ranks_like_eager() -> None:
+    from qrerank.embed.hashing import HashingEncoder
+    from qrerank.rerank.reranker import Reranker
+
+    docs = [f"alpha beta {i} gamma {i % 4}" for i in range(12)]
+    for method in METHODS:
+        eager = Reranker(HashingEncoder(64), method=method).rank("beta gamma 3", docs)
+        fast = Reranker(HashingEncoder(64), method=method, compile=True).rank("beta gamma 3", docs)
+        # Same scores per document (near-ties may swap places by a rounding).
+        by_doc = {h.index: (h.score, h.log_fidelity) for h in eager}
+        for h in fast:
+            assert (h.score, h.log_fidelity) == pytest.approx(by_doc[h.index], rel=1e-5, abs=1e-5)
