@@ -41,6 +41,54 @@ def _quiet_transformers() -> None:
         pass
 
 
+def _onnx_device(runtime: Runtime, device: str | None, fp16: bool | None) -> str:
+    """The device of an onnx runtime, the CPU; a missing extra or a GPU/fp16 ask fails before any load."""
+    from qrerank.embed import onnx
+
+    require("onnxruntime", onnx.EXTRA)
+    if device not in (None, "cpu") or fp16:
+        raise InputError(
+            f"runtime {runtime.value} runs on the CPU in float32/int8; use --runtime torch "
+            f"for device {device!r}{' and fp16' if fp16 else ''}"
+        )
+    return "cpu"
+
+
+def _stay_offline() -> None:
+    """Never reach for the hub at run time: weights come from packages or local folders."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    _quiet_transformers()
+
+
+def _load_model(st: Any, model: str | os.PathLike[str], device: str) -> Any:
+    """``st.SentenceTransformer(model)`` on ``device``; any failure is a ModelNotFoundError."""
+    try:
+        return st.SentenceTransformer(str(model), device=device)
+    except Exception as exc:  # hub/OS/config errors all mean "cannot load this model offline"
+        raise ModelNotFoundError(
+            f"cannot load sentence-transformers model {str(model)!r} offline ({exc.__class__.__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}). Give a local model folder, a model in the "
+            "local Hugging Face cache, or a packaged model: see qrerank.embed.models.PACKAGED_MODELS"
+        ) from exc
+
+
+def _embedding_dim(model: Any) -> int:
+    """The model's output dim (``get_embedding_dimension`` in newer sentence-transformers)."""
+    get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(get_dim())
+
+
+def _model_source(model: str | os.PathLike[str], name: str | None) -> tuple[str, Path | str]:
+    """The base name (``name``, a local folder's absolute path, or ``model``) and where the weights are."""
+    local = Path(model).expanduser()
+    if local.exists():
+        # A local folder is named by its absolute path: unambiguous, and loadable from any cwd.
+        return name or str(local.resolve()), local
+    return name or str(model), str(model)
+
+
 class SentenceTransformerEncoder:
     """Any sentence-transformers model, by hub name (from the local HF cache) or local folder.
 
@@ -65,53 +113,32 @@ class SentenceTransformerEncoder:
         st = require("sentence_transformers", "st")
         self.runtime = parse_runtime(runtime)
         if self.runtime.is_onnx:
-            from qrerank.embed import onnx  # fail on a missing extra before loading any weights
-
-            require("onnxruntime", onnx.EXTRA)
-            if device not in (None, "cpu") or fp16:
-                raise InputError(
-                    f"runtime {self.runtime.value} runs on the CPU in float32/int8; use --runtime torch "
-                    f"for device {device!r}{' and fp16' if fp16 else ''}"
-                )
-            device = "cpu"
-        # Never reach for the hub at run time: weights come from packages or local folders.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        _quiet_transformers()
+            device = _onnx_device(self.runtime, device, fp16)
+        _stay_offline()
         self.device = pick_device(device)
-        try:
-            self.model = st.SentenceTransformer(str(model), device=self.device)
-        except Exception as exc:  # hub/OS/config errors all mean "cannot load this model offline"
-            raise ModelNotFoundError(
-                f"cannot load sentence-transformers model {str(model)!r} offline ({exc.__class__.__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else ''}). Give a local model folder, a model in the "
-                "local Hugging Face cache, or a packaged model: see qrerank.embed.models.PACKAGED_MODELS"
-            ) from exc
+        self.model = _load_model(st, model, self.device)
+        self._set_normalize(normalize)
+        if max_seq_length:
+            self.model.max_seq_length = max_seq_length
+        if not self.runtime.is_onnx and (fp16 if fp16 is not None else self.device.startswith("cuda")):
+            self.model.half()
+        self.dim = _embedding_dim(self.model)
+        base, source = _model_source(model, name)
+        self.name = base + ("" if normalize else "-raw")
+        self.weights = weights_fingerprint(source)
+        self.onnx: dict[str, object] | None = None  # the export's identity, for the cache key
+        if self.runtime.is_onnx:
+            self._use_onnx(model, base, quantization)
+        log.info("loaded %s (dim %d) on %s, runtime %s", self.name, self.dim, self.device, self.runtime.value)
+
+    def _set_normalize(self, normalize: bool) -> None:
+        """Keep unit vectors (the model's Normalize, else ``encode`` renormalises) or drop Normalize."""
         normalizers = [i for i, m in enumerate(self.model) if type(m).__name__ == "Normalize"]
         if not normalize:
             for i in reversed(normalizers):
                 del self.model[i]
         self.normalized = normalize
         self._renormalize = normalize and not normalizers
-        if max_seq_length:
-            self.model.max_seq_length = max_seq_length
-        if not self.runtime.is_onnx and (fp16 if fp16 is not None else self.device.startswith("cuda")):
-            self.model.half()
-        get_dim = (
-            getattr(self.model, "get_embedding_dimension", None)
-            or self.model.get_sentence_embedding_dimension
-        )
-        self.dim = int(get_dim())
-        local = Path(model).expanduser()
-        # A local folder is named by its absolute path: unambiguous, and loadable from any cwd.
-        base = name or (str(local.resolve()) if local.exists() else str(model))
-        self.name = base + ("" if normalize else "-raw")
-        self.weights = weights_fingerprint(local if local.exists() else str(model))
-        self.onnx: dict[str, object] | None = None  # the export's identity, for the cache key
-        if self.runtime.is_onnx:
-            self._use_onnx(model, base, quantization)
-        log.info("loaded %s (dim %d) on %s, runtime %s", self.name, self.dim, self.device, self.runtime.value)
 
     def _use_onnx(self, model: str | os.PathLike[str], base: str, quantization: str | None) -> None:
         """Swap the transformer for its ONNX export (made once from the weights just loaded)."""
