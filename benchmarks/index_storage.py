@@ -224,8 +224,8 @@ def quality() -> dict[str, Any]:
     from qrerank.corpus import load_corpus
     from qrerank.embed.models import DEFAULT_MODEL, load_encoder
     from qrerank.eval.datasets import load_dataset
-    from qrerank.eval.metrics import per_query
     from qrerank.index.directory import build_index
+    from qrerank.metrics import per_query
     from qrerank.rerank.pipeline import SearchPipeline
     from qrerank.rerank.reranker import Reranker
 

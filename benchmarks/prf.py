@@ -33,9 +33,9 @@ from qrerank.core.mixed import log_fidelity_mixed_matrix, mixed_bloch_vectors
 from qrerank.embed.models import DEFAULT_MODEL, load_encoder
 from qrerank.eval.datasets import load_dataset, read_split_qrels
 from qrerank.eval.meta import environment, write_results
-from qrerank.eval.metrics import evaluate_run
 from qrerank.eval.significance import paired_comparison
 from qrerank.index.lexical import BM25Scorer
+from qrerank.metrics import evaluate_run
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
 OUT = Path(__file__).resolve().parent / "results" / "prf.json"

@@ -27,9 +27,9 @@ from qrerank.corpus import load_corpus
 from qrerank.embed.models import DEFAULT_MODEL, load_encoder
 from qrerank.eval.datasets import load_dataset, read_split_qrels
 from qrerank.eval.meta import environment, write_results
-from qrerank.eval.metrics import per_query
 from qrerank.eval.significance import paired_comparison
 from qrerank.index.directory import build_index
+from qrerank.metrics import per_query
 from qrerank.rerank.pipeline import SearchPipeline
 from qrerank.rerank.reranker import Reranker
 

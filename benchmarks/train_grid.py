@@ -44,8 +44,8 @@ from qrerank.embed.models import DEFAULT_MODEL, load_encoder
 from qrerank.eval.datasets import Dataset, load_dataset, read_split_qrels
 from qrerank.eval.evaluator import Protocol, build_candidates
 from qrerank.eval.meta import environment
-from qrerank.eval.metrics import per_query
 from qrerank.eval.significance import paired_comparison
+from qrerank.metrics import per_query
 from qrerank.train import TrainConfig, load_training_data
 from qrerank.train.data import cosine_candidates
 from qrerank.train.trainer import layer_split, train_head
@@ -140,7 +140,7 @@ class TestSet:
 
 def head_scorer(head: Head) -> Any:
     head.eval()
-    return lambda q, d: similarity(head(q).unsqueeze(1), head(d), head.kind, "log")
+    return lambda q, d: head.similarity(q.unsqueeze(1), d)
 
 
 def cosine_scorer(q: torch.Tensor, d: torch.Tensor) -> torch.Tensor:

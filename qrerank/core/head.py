@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from qrerank.core.encoding import bloch_angles, bloch_states, default_tau
-from qrerank.core.similarity import Kind
+from qrerank.core.similarity import Form, Kind, similarity, similarity_matrix
 
 
 class Head(nn.Module):
@@ -30,6 +30,18 @@ class Head(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def similarity(self, q: torch.Tensor, d: torch.Tensor, form: Form = "log") -> torch.Tensor:
+        """Pairwise (broadcast) similarity of the outputs: ``[..., in_dim] x [..., in_dim] -> [...]``.
+
+        Cosine of vector outputs, log F (or F, ``form="linear"``) of state outputs: the one
+        formula by which a head scores, in training validation, eval, STS-B and reranking.
+        """
+        return similarity(self(q), self(d), self.kind, form)
+
+    def similarity_matrix(self, q: torch.Tensor, d: torch.Tensor, form: Form = "log") -> torch.Tensor:
+        """All-pairs :meth:`similarity`: ``[Q, in_dim] x [D, in_dim] -> [Q, D]`` (batched kernels)."""
+        return similarity_matrix(self(q), self(d), self.kind, form)
 
 
 class LearnableTau(nn.Module):

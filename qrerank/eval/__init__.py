@@ -4,9 +4,10 @@
 >>> res = evaluate(EvalConfig(data_dir="scifact", protocol="full"))                 # doctest: +SKIP
 >>> res["metrics"]["cosine"]["nDCG@10"]                                              # doctest: +SKIP
 
-Modules: ``datasets`` (files on disk), ``methods`` (scoring on candidates), ``metrics``
-(ir-measures), ``significance`` (scipy), ``evaluator`` (orchestration), ``report`` and ``plots``
-(outputs), ``sts`` (STS-B correlations), ``meta`` (hardware and versions).
+Modules: ``datasets`` (files on disk), ``methods`` (scoring on candidates), ``sweep`` (tuning
+tau and alpha), ``significance`` (scipy), ``evaluator`` (orchestration), ``report`` and ``plots``
+(outputs), ``sts`` (STS-B correlations), ``meta`` (hardware and versions); metrics come from
+``qrerank.metrics`` (ir-measures).
 """
 
 from qrerank.eval.datasets import Dataset, load_dataset, read_run

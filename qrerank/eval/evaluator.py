@@ -31,9 +31,9 @@ from qrerank.errors import InputError
 from qrerank.eval.datasets import Dataset, load_dataset, read_split_qrels
 from qrerank.eval.meta import environment
 from qrerank.eval.methods import CONVEX_WEIGHT, BM25Scorer, CandidateScorer, parse_methods
-from qrerank.eval.metrics import PRIMARY_METRIC, evaluate_run, measure_names
 from qrerank.eval.significance import paired_comparison
 from qrerank.eval.sweep import ALPHAS, Tuned, best, tau_grid, tune_tau_alpha
+from qrerank.metrics import PRIMARY_METRIC, evaluate_run, measure_names
 from qrerank.rerank.methods import (
     CONVEX_METHODS,
     NEEDS_BM25,

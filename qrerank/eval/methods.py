@@ -29,7 +29,7 @@ from qrerank.core.encoding import bloch_angles
 from qrerank.core.fidelity import log_fidelity_angles_matrix
 from qrerank.core.fusion import RRF_K, Normalize, reciprocal_rank_fusion
 from qrerank.core.head import Head
-from qrerank.core.similarity import cosine_matrix, similarity_matrix
+from qrerank.core.similarity import cosine_matrix
 from qrerank.errors import InputError
 from qrerank.index.lexical import BM25_B, BM25_K1, BM25Scorer
 from qrerank.rerank.methods import PLAIN_METHODS, Method, MethodSpec, hybrid_of, method_scores
@@ -170,7 +170,7 @@ class CandidateScorer:
         if key not in self._head:
             q, d = self._head_emb[key] if key in self._head_emb else self._dense()
             with torch.no_grad():
-                self._head[key] = similarity_matrix(head(q), head(d), head.kind)
+                self._head[key] = head.similarity_matrix(q, d)
         return self._head[key][i, self._idx[self.qids[i]]]
 
     def bm25_scores(self, i: int) -> torch.Tensor:

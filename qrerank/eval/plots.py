@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from qrerank._optional import require
-from qrerank.eval.metrics import PRIMARY_METRIC
+from qrerank.metrics import PRIMARY_METRIC
 
 
 def _pyplot() -> Any:

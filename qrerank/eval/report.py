@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from qrerank.eval.metrics import METRICS, PRIMARY_METRIC
 from qrerank.eval.plots import plot_per_query_delta, plot_sweep
+from qrerank.metrics import METRICS, PRIMARY_METRIC
 
 
 def run_filename(method: str) -> str:
@@ -46,16 +46,13 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
-def format_table(result: Mapping[str, Any]) -> str:
-    """Markdown: the main methods (with significance vs cosine), then the tau and alpha sweeps."""
-    meta = result["meta"]
-    metrics = result["metrics"]
-    sig = result.get("significance", {})
+def _table_header(meta: Mapping[str, Any]) -> list[str]:
+    """Title, scope line and the column header of the main table."""
     subset = meta.get("subset")
     scope = f"{meta['n_queries']} queries"
     if subset:
         scope += f" of {subset['of']}, unseen from {subset['unseen_from']} ({subset['rule']})"
-    lines = [
+    return [
         f"### {meta['dataset']} ({meta['split']}{', unseen' if subset else ''}, protocol `{meta['protocol']}`)",
         "",
         f"{scope}; candidates: {meta['candidates']}; model `{meta.get('model') or '-'}`; "
@@ -64,21 +61,60 @@ def format_table(result: Mapping[str, Any]) -> str:
         f"| method | {PRIMARY_METRIC} | Δ vs cosine [95% CI] | p | " + " | ".join(METRICS[1:]) + " |",
         "|---|---:|---|---:|" + "---:|" * (len(METRICS) - 1),
     ]
+
+
+def _method_row(label: str, m: Mapping[str, float], c: Mapping[str, Any] | None) -> str:
+    """One main-table row: metrics ``m``, and ``c``, the significance vs cosine (if any) of the primary metric."""
+    if c:
+        mark = " ▲" if c["significant"] and c["mean_diff"] > 0 else " ▼" if c["significant"] else ""
+        delta = f"{100 * c['mean_diff']:+.2f} [{100 * c['ci_low']:+.2f}, {100 * c['ci_high']:+.2f}]"
+        p = f"{c['p_value']:.3g}"
+    else:
+        mark, delta, p = "", "—", "—"
+    return (
+        f"| {label} | {_pct(m[PRIMARY_METRIC])}{mark} | {delta} | {p} | "
+        + " | ".join(_pct(m[k]) for k in METRICS[1:])
+        + " |"
+    )
+
+
+def _sweep_table(
+    param: str, label: str, rows: list[Mapping[str, Any]], tuned: Mapping[str, Any]
+) -> list[str]:
+    """The ``param`` sweep (tau or alpha) of method ``label``, the tuned value marked ←."""
+    has_tune = all(r.get("tune") for r in rows)
+    extra = f" at tau = {tuned.get('tau', 0):.4g}" if param == "alpha" else ""
+    lines = [
+        "",
+        f"#### {param} sweep: {label}{extra}, {PRIMARY_METRIC} x100",
+        "",
+        f"| {param} | "
+        + ("x 1/sqrt(d) | " if param == "tau" else "")
+        + "evaluated split |"
+        + (f" tuning split ({tuned.get('split')}) |" if has_tune else ""),
+        "|---:|" + ("---:|" if param == "tau" else "") + "---:|" + ("---:|" if has_tune else ""),
+    ]
+    for r in rows:
+        chosen = " ←" if abs(r[param] - tuned.get(param, float("nan"))) < 1e-12 else ""
+        cells = [f"{r[param]:.4g}{chosen}"]
+        if param == "tau":
+            cells.append(f"{r['multiplier']:.4g}")
+        cells.append(_pct(r["test"][PRIMARY_METRIC]))
+        if has_tune:
+            cells.append(_pct(r["tune"][PRIMARY_METRIC]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def format_table(result: Mapping[str, Any]) -> str:
+    """Markdown: the main methods (with significance vs cosine), then the tau and alpha sweeps."""
+    meta = result["meta"]
+    sig = result.get("significance", {})
+    labels = result.get("labels", {})
+    lines = _table_header(meta)
     for name in result["main"]:
-        m = metrics[name]
-        c = sig.get(name, {}).get(PRIMARY_METRIC)
-        if c:
-            mark = " ▲" if c["significant"] and c["mean_diff"] > 0 else " ▼" if c["significant"] else ""
-            delta = f"{100 * c['mean_diff']:+.2f} [{100 * c['ci_low']:+.2f}, {100 * c['ci_high']:+.2f}]"
-            p = f"{c['p_value']:.3g}"
-        else:
-            mark, delta, p = "", "—", "—"
-        label = result.get("labels", {}).get(name, name)
-        lines.append(
-            f"| {label} | {_pct(m[PRIMARY_METRIC])}{mark} | {delta} | {p} | "
-            + " | ".join(_pct(m[k]) for k in METRICS[1:])
-            + " |"
-        )
+        significance = sig.get(name, {}).get(PRIMARY_METRIC)
+        lines.append(_method_row(labels.get(name, name), result["metrics"][name], significance))
     lines += [
         "",
         "▲/▼: better/worse than cosine on the same queries with paired t-test p < 0.05 and a "
@@ -89,29 +125,8 @@ def format_table(result: Mapping[str, Any]) -> str:
     tuned = meta.get("tuning") or {}
     for param, label in (("tau", "fidelity"), ("alpha", "hybrid")):
         rows = sweeps.get(param) or []
-        if not rows:
-            continue
-        has_tune = all(r.get("tune") for r in rows)
-        extra = f" at tau = {tuned.get('tau', 0):.4g}" if param == "alpha" else ""
-        lines += [
-            "",
-            f"#### {param} sweep: {label}{extra}, {PRIMARY_METRIC} x100",
-            "",
-            f"| {param} | "
-            + ("x 1/sqrt(d) | " if param == "tau" else "")
-            + "evaluated split |"
-            + (f" tuning split ({tuned.get('split')}) |" if has_tune else ""),
-            "|---:|" + ("---:|" if param == "tau" else "") + "---:|" + ("---:|" if has_tune else ""),
-        ]
-        for r in rows:
-            chosen = " ←" if abs(r[param] - tuned.get(param, float("nan"))) < 1e-12 else ""
-            cells = [f"{r[param]:.4g}{chosen}"]
-            if param == "tau":
-                cells.append(f"{r['multiplier']:.4g}")
-            cells.append(_pct(r["test"][PRIMARY_METRIC]))
-            if has_tune:
-                cells.append(_pct(r["tune"][PRIMARY_METRIC]))
-            lines.append("| " + " | ".join(cells) + " |")
+        if rows:
+            lines += _sweep_table(param, label, rows, tuned)
     if tuned:
         lines += [
             "",

@@ -106,13 +106,12 @@ def _head_scores(
     path: Path, test: _Pairs, encoder: Encoder, batch_size: int, show_progress: bool
 ) -> torch.Tensor:
     """``[pairs]`` similarity of a saved head's outputs for the two sentences of each pair."""
-    from qrerank.core.similarity import similarity
     from qrerank.heads.bundle import load_head_bundle
 
     bundle = load_head_bundle(path, in_dim=encoder.dim)
     head = bundle.head.double().eval()  # float64, as the pairs
     pairs = test if bundle.encoder is None else _Pairs(test.path, bundle.encoder, batch_size, show_progress)
-    return similarity(head(pairs.a), head(pairs.b), head.kind, "log")
+    return head.similarity(pairs.a, pairs.b)
 
 
 def evaluate_sts(

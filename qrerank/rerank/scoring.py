@@ -17,7 +17,7 @@ from qrerank.core.encoding import bloch_angles, default_tau
 from qrerank.core.fidelity import log_fidelity_candidates
 from qrerank.core.fusion import Normalize
 from qrerank.core.head import Head
-from qrerank.core.similarity import cosine_matrix, similarity
+from qrerank.core.similarity import cosine_matrix
 from qrerank.rerank.methods import Method, MethodSpec, hybrid_of, method_scores, parse_method
 
 
@@ -109,7 +109,7 @@ class _Candidates:
         docs = self.docs if rows is None else self.docs[rows]
         if self.head_ is not None:
             with torch.no_grad():
-                return similarity(self.head_(self.query[None]), self.head_(docs), self.head_.kind)
+                return self.head_.similarity(self.query[None], docs)
         if self.doc_angles is None:
             theta_d = bloch_angles(docs, self.tau)
         else:

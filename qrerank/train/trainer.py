@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from qrerank._optional import require
 from qrerank.core.head import Head
 from qrerank.core.similarity import Form, similarity
 from qrerank.embed.base import Encoder
@@ -33,6 +32,7 @@ from qrerank.embed.tuned import base_encoder
 from qrerank.errors import InputError
 from qrerank.heads.io import save_head
 from qrerank.heads.kinds import head_kind
+from qrerank.metrics import PRIMARY_METRIC, aggregate, per_query
 from qrerank.train.data import Example, TrainingData, cosine_candidates, load_training_data, mine_negatives
 from qrerank.train.losses import HardNegativeLoss
 from qrerank.train.tuning import LayerSplit
@@ -167,7 +167,6 @@ def ndcg10(
     chunk: int = 64,
 ) -> float:
     """Mean nDCG@10 (ir-measures) of reranking ``candidates [Q, k]`` with ``head`` (None: cosine)."""
-    ir_measures = require("ir_measures", "train")
     if not examples:
         return float("nan")
     run: dict[str, dict[str, float]] = {}
@@ -182,7 +181,7 @@ def ndcg10(
             scores = similarity(q.unsqueeze(1), d, "vector")
         else:
             # log F and F rank identically; log F has no underflow ties.
-            scores = similarity(head(q).unsqueeze(1), head(d), head.kind, "log")
+            scores = head.similarity(q.unsqueeze(1), d)
         for ex, row, srow in zip(
             examples[start : start + chunk], cand.tolist(), scores.tolist(), strict=True
         ):
@@ -190,8 +189,7 @@ def ndcg10(
     if head is not None:
         head.train(was_training)
     qrels = {ex.query_id: dict(ex.relevance) for ex in examples}
-    measure = ir_measures.nDCG @ 10
-    return float(ir_measures.calc_aggregate([measure], qrels, run)[measure])
+    return aggregate(per_query(qrels, run, qrels, keys=(PRIMARY_METRIC,)))[PRIMARY_METRIC]
 
 
 def _setup_tuner(tuner: LayerSplit | None, config: TrainConfig, encoder: Encoder) -> LayerSplit | None:

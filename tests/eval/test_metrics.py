@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from qrerank.eval.datasets import load_dataset
-from qrerank.eval.metrics import evaluate_run, measure_names
+from qrerank.metrics import evaluate_run, measure_names
 
 L2 = math.log2
 

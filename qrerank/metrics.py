@@ -15,7 +15,7 @@ run does not answer scores 0 (trec_eval ``-c``), so every method is averaged ove
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from qrerank._optional import require
@@ -47,12 +47,13 @@ def per_query(
     run: Mapping[str, Mapping[str, float]],
     query_ids: Iterable[str],
     rel_level: int = 1,
+    keys: Sequence[str] = METRICS,
 ) -> PerQuery:
-    """``{metric: {qid: value}}`` over ``query_ids`` (unanswered queries score 0)."""
+    """``{metric: {qid: value}}`` over ``query_ids`` (unanswered queries score 0), for ``keys``."""
     irm = require("ir_measures", "eval")
     require("pytrec_eval", "eval")
     qids = list(query_ids)
-    by_measure = measures(rel_level)
+    by_measure = {k: m for k, m in measures(rel_level).items() if k in keys}
     key_of = {m: k for k, m in by_measure.items()}
     out: PerQuery = {k: dict.fromkeys(qids, 0.0) for k in by_measure}
     wanted = set(qids)
