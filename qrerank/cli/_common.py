@@ -91,7 +91,9 @@ def print_hits(hits: Sequence[RankedDoc], as_json: bool, *, show_id: bool = Fals
                 "doc_id": h.doc_id,
                 "title": h.title,
                 "cosine": h.cosine,
-                "log_fidelity": h.log_fidelity,
+                "quantum": h.quantum,
+                "quantum_kind": h.quantum_kind,
+                "log_fidelity": h.quantum,  # the 0.1 name, kept for readers of this JSON
                 **({"bm25": h.bm25} if h.bm25 is not None else {}),
             }
             for h in hits
@@ -106,7 +108,7 @@ def print_hits(hits: Sequence[RankedDoc], as_json: bool, *, show_id: bool = Fals
         key = clip(h.doc_id, 10) if show_id else str(h.index)
         bm25 = f"  {h.bm25 or 0.0:7.3f}" if lexical else ""
         write(
-            f"{h.rank:>4}  {key:>10}  {h.score:8.4f}  {h.cosine:7.4f}  {h.log_fidelity:8.3f}{bm25}  {clip(f'{h.title}: {h.text}' if h.title else h.text, 70)}"
+            f"{h.rank:>4}  {key:>10}  {h.score:8.4f}  {h.cosine:7.4f}  {h.quantum:8.3f}{bm25}  {clip(f'{h.title}: {h.text}' if h.title else h.text, 70)}"
         )
 
 

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         )
         for h_f, h_c in zip(by_fid[: args.top_n], by_cos[: args.top_n], strict=True):
             write(
-                f"  {h_f.rank:>4}  {clip(h_f.title, 36):<36} {h_f.log_fidelity:8.3f}  {cos_rank[h_f.doc_id]:>8}  |  "
+                f"  {h_f.rank:>4}  {clip(h_f.title, 36):<36} {h_f.quantum:8.3f}  {cos_rank[h_f.doc_id]:>8}  |  "
                 f"{clip(h_c.title, 36):<36} {h_c.cosine:6.3f}"
             )
         write("")

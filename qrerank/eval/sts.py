@@ -35,7 +35,7 @@ from qrerank.embed.base import Encoder
 from qrerank.errors import InputError
 from qrerank.eval.meta import environment
 from qrerank.eval.plots import plot_sweep
-from qrerank.eval.sweep import ALPHAS, tau_grid, tune_tau_alpha
+from qrerank.eval.sweep import ALPHAS, Tuned, tau_grid, tune_tau_alpha
 from qrerank.judgments import read_sts
 from qrerank.rerank.methods import Method
 
@@ -54,6 +54,10 @@ class _Pairs:
             for s in (s1, s2)
         )
         self.cos = torch.nn.functional.cosine_similarity(self.a, self.b, dim=-1)
+
+    @property
+    def dim(self) -> int:
+        return int(self.a.shape[1])
 
     def log_f(self, tau: float) -> torch.Tensor:
         return log_fidelity_angles(bloch_angles(self.a, tau), bloch_angles(self.b, tau))
@@ -135,50 +139,19 @@ def evaluate_sts(
     """
     t0 = time.perf_counter()
     root = Path(data_dir)
-    if not root.is_dir():
-        raise InputError(f"no such dataset folder: {root}")
-    if tune_split == split:
-        raise InputError(f"refusing to tune on the evaluated split {split!r}")
-    for path in heads:  # before any encoding, as evaluate() does for IR protocols
-        if not Path(path).exists():
-            raise InputError(f"no head at {path}")
+    _check_inputs(root, split, tune_split, heads)
     test = _Pairs(root / f"sts-{split}.tsv", encoder, batch_size, show_progress)
-    dim = encoder.dim
-    grid = tau_grid(dim, taus)
+    grid = tau_grid(encoder.dim, taus)
     tune = _Pairs(root / f"sts-{tune_split}.tsv", encoder, batch_size, show_progress) if tune_split else None
-    if tune is not None:
-        tuned = tune_tau_alpha(tune.correlations, grid, alphas, STS_METRIC)
-        tau, alpha, tune_tau, tune_alpha = tuned.tau, tuned.alpha, tuned.tau_curve, tuned.alpha_curve
-    else:
-        tune_tau, tune_alpha, tau, alpha = {}, {}, default_tau(dim), 0.5
-    metrics = {
-        "cosine": correlations(test.cos, test.gold),
-        "fidelity": correlations(test.log_f(tau), test.gold),
-        "hybrid": correlations(test.hybrid(tau, alpha), test.gold),
-    }
-    ci = {
-        name: spearman_diff_ci(
-            np.asarray(scores, dtype=np.float64), test.cos.numpy().astype(np.float64), test.gold,
-            n_resamples=n_resamples,
-        )
-        for name, scores in (("fidelity", test.log_f(tau)), ("hybrid", test.hybrid(tau, alpha)))
-    }  # fmt: skip
+    tuned = tune_tau_alpha(tune.correlations, grid, alphas, STS_METRIC) if tune is not None else None
+    tau, alpha = (tuned.tau, tuned.alpha) if tuned is not None else (default_tau(encoder.dim), 0.5)
+    metrics, ci = _main_methods(test, tau, alpha, n_resamples)
     for path in heads:
         name = f"head:{Path(path).name}"
         scores = _head_scores(Path(path), test, encoder, batch_size, show_progress)
         metrics[name] = correlations(scores, test.gold)
-        ci[name] = spearman_diff_ci(
-            scores.numpy(), test.cos.numpy().astype(np.float64), test.gold, n_resamples=n_resamples
-        )
-    sweeps: dict[str, list[dict[str, Any]]] = {"tau": [], "alpha": []}
-    for t in grid:
-        m = metrics[f"fidelity[tau={t:.4g}]"] = correlations(test.log_f(t), test.gold)
-        sweeps["tau"].append(
-            {"tau": t, "multiplier": t / default_tau(dim), "test": m, "tune": tune_tau.get(t)}
-        )
-    for a in alphas:
-        m = metrics[f"hybrid[tau={tau:.4g},alpha={a:.2g}]"] = correlations(test.hybrid(tau, a), test.gold)
-        sweeps["alpha"].append({"alpha": a, "test": m, "tune": tune_alpha.get(a)})
+        ci[name] = _diff_ci(scores.numpy(), test, n_resamples)
+    sweeps = _sweeps(test, metrics, grid, alphas, tau, tuned)
     meta = {
         "dataset": root.name,
         "split": split,
@@ -186,7 +159,7 @@ def evaluate_sts(
         "n_pairs": len(test.gold),
         "primary_metric": STS_METRIC,
         "model": encoder.name,
-        "dim": dim,
+        "dim": encoder.dim,
         "tuning": {
             "source": f"{root.name} {tune_split}" if tune_split else "defaults",
             "tau": tau,
@@ -202,6 +175,65 @@ def evaluate_sts(
         "sweeps": sweeps,
         "meta": meta,
     }
+
+
+def _check_inputs(
+    root: Path, split: str, tune_split: str | None, heads: Sequence[str | os.PathLike[str]]
+) -> None:
+    """Refuse a missing folder or head, and tuning on the evaluated split, before any encoding."""
+    if not root.is_dir():
+        raise InputError(f"no such dataset folder: {root}")
+    if tune_split == split:
+        raise InputError(f"refusing to tune on the evaluated split {split!r}")
+    for path in heads:
+        if not Path(path).exists():
+            raise InputError(f"no head at {path}")
+
+
+def _diff_ci(scores: np.ndarray, test: _Pairs, n_resamples: int) -> dict[str, float]:
+    """Spearman of ``scores`` minus cosine's on the same pairs, with its bootstrap CI."""
+    cos = test.cos.numpy().astype(np.float64)
+    return spearman_diff_ci(scores, cos, test.gold, n_resamples=n_resamples)
+
+
+def _main_methods(
+    test: _Pairs, tau: float, alpha: float, n_resamples: int
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """Correlations of cosine, fidelity and hybrid at the tuned point, and CIs against cosine."""
+    metrics = {
+        "cosine": correlations(test.cos, test.gold),
+        "fidelity": correlations(test.log_f(tau), test.gold),
+        "hybrid": correlations(test.hybrid(tau, alpha), test.gold),
+    }
+    ci = {
+        name: _diff_ci(np.asarray(scores, dtype=np.float64), test, n_resamples)
+        for name, scores in (("fidelity", test.log_f(tau)), ("hybrid", test.hybrid(tau, alpha)))
+    }
+    return metrics, ci
+
+
+def _sweeps(
+    test: _Pairs,
+    metrics: dict[str, dict[str, float]],
+    grid: Sequence[float],
+    alphas: Sequence[float],
+    tau: float,
+    tuned: Tuned | None,
+) -> dict[str, list[dict[str, Any]]]:
+    """The tau sweep (fidelity) and alpha sweep (hybrid at ``tau``); each point also in ``metrics``."""
+    tune_tau = tuned.tau_curve if tuned is not None else {}
+    tune_alpha = tuned.alpha_curve if tuned is not None else {}
+    dim = test.dim
+    sweeps: dict[str, list[dict[str, Any]]] = {"tau": [], "alpha": []}
+    for t in grid:
+        m = metrics[f"fidelity[tau={t:.4g}]"] = correlations(test.log_f(t), test.gold)
+        sweeps["tau"].append(
+            {"tau": t, "multiplier": t / default_tau(dim), "test": m, "tune": tune_tau.get(t)}
+        )
+    for a in alphas:
+        m = metrics[f"hybrid[tau={tau:.4g},alpha={a:.2g}]"] = correlations(test.hybrid(tau, a), test.gold)
+        sweeps["alpha"].append({"alpha": a, "test": m, "tune": tune_alpha.get(a)})
+    return sweeps
 
 
 def format_sts_table(result: dict[str, Any]) -> str:

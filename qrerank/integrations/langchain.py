@@ -5,7 +5,8 @@
 >>> retriever = ContextualCompressionRetriever(base_compressor=compressor, base_retriever=...)  # doctest: +SKIP
 
 Each returned Document is a copy whose metadata gains ``relevance_score`` (the ranking score, as
-LangChain's Cohere reranker sets it), ``cosine`` and ``log_fidelity``.
+LangChain's Cohere reranker sets it), ``cosine``, ``quantum`` and ``quantum_kind``
+(:class:`qrerank.RankedDoc`), and ``log_fidelity``, the 0.1 name of ``quantum``.
 """
 
 from __future__ import annotations
@@ -62,6 +63,12 @@ class QrerankCompressor(BaseDocumentCompressor):
         out = []
         for hit in hits:
             doc = documents[hit.index]
-            scores = {"relevance_score": hit.score, "cosine": hit.cosine, "log_fidelity": hit.log_fidelity}
+            scores = {
+                "relevance_score": hit.score,
+                "cosine": hit.cosine,
+                "quantum": hit.quantum,
+                "quantum_kind": hit.quantum_kind,
+                "log_fidelity": hit.quantum,
+            }
             out.append(doc.model_copy(update={"metadata": {**doc.metadata, **scores}}))
         return out

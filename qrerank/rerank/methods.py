@@ -60,7 +60,15 @@ class Method(StrEnum):
     RUN = "run"
 
 
-RERANK_METHODS = (Method.COSINE, Method.FIDELITY, Method.HYBRID)
+class RerankMethod(StrEnum):
+    """The methods the Reranker and the service rank by: the ones one query's embeddings give."""
+
+    COSINE = "cosine"
+    FIDELITY = "fidelity"
+    HYBRID = "hybrid"
+
+
+RERANK_METHODS = tuple(Method(m) for m in RerankMethod)
 METHODS = tuple(m.value for m in RERANK_METHODS)  # the names the Reranker and the service take
 # The methods named without an argument (``head:PATH`` and ``run:NAME`` take one).
 PLAIN_METHODS = tuple(m.value for m in Method if m not in (Method.HEAD, Method.RUN))

@@ -19,6 +19,7 @@ from qrerank.core.fusion import Normalize
 from qrerank.core.head import Head
 from qrerank.core.similarity import cosine_matrix
 from qrerank.rerank.methods import Method, MethodSpec, hybrid_of, method_scores, parse_method
+from qrerank.types import QuantumKind
 
 
 class Scores:
@@ -26,10 +27,11 @@ class Scores:
 
     ``quantum`` is log-fidelity of the Bloch states, or with a head its similarity (log-fidelity
     for state heads, cosine of the projections for vector heads). It may be computed on first
-    use: :meth:`quantum_at` then computes only the rows asked for.
+    use: :meth:`quantum_at` then computes only the rows asked for. ``quantum_kind`` says which
+    of the two it is.
     """
 
-    __slots__ = ("_quantum", "_rows", "cosine", "score")
+    __slots__ = ("_quantum", "_rows", "cosine", "quantum_kind", "score")
 
     def __init__(
         self,
@@ -38,10 +40,12 @@ class Scores:
         cosine: torch.Tensor,
         quantum: torch.Tensor | Callable[[], torch.Tensor],
         quantum_rows: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        quantum_kind: QuantumKind = "log_fidelity",
     ) -> None:
         self.score, self.cosine = score, cosine
         self._quantum = quantum
         self._rows = quantum_rows
+        self.quantum_kind: QuantumKind = quantum_kind
 
     @property
     def quantum(self) -> torch.Tensor:
@@ -58,7 +62,13 @@ class Scores:
 
     def with_score(self, score: torch.Tensor) -> Scores:
         """The same signals under another ranking key (a fusion of this one with BM25)."""
-        return Scores(score=score, cosine=self.cosine, quantum=self._quantum, quantum_rows=self._rows)
+        return Scores(
+            score=score,
+            cosine=self.cosine,
+            quantum=self._quantum,
+            quantum_rows=self._rows,
+            quantum_kind=self.quantum_kind,
+        )
 
 
 class _Candidates:
@@ -81,6 +91,9 @@ class _Candidates:
         self._cos: torch.Tensor | None = None
         self._quantum = quantum
         self._fused: dict[float, torch.Tensor] = {}  # alpha -> hybrid of the fused pass
+        self.quantum_kind: QuantumKind = (
+            "head_cosine" if head is not None and head.kind == "vector" else "log_fidelity"
+        )
 
     @property
     def n_qubits(self) -> int:
@@ -133,9 +146,16 @@ class _Candidates:
 
     def scores(self, score: torch.Tensor) -> Scores:
         """``score`` with these signals; the quantum one stays lazy if no method computed it."""
+        kind = self.quantum_kind
         if self._quantum is not None:
-            return Scores(score=score, cosine=self.cosine(), quantum=self._quantum)
-        return Scores(score=score, cosine=self.cosine(), quantum=self.quantum, quantum_rows=self.quantum_rows)
+            return Scores(score=score, cosine=self.cosine(), quantum=self._quantum, quantum_kind=kind)
+        return Scores(
+            score=score,
+            cosine=self.cosine(),
+            quantum=self.quantum,
+            quantum_rows=self.quantum_rows,
+            quantum_kind=kind,
+        )
 
     def lexical(self) -> torch.Tensor:
         raise ValueError(

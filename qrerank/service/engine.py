@@ -57,6 +57,16 @@ class Hit:
     doc: RankedDoc
     relevance: float
 
+    def signals(self) -> dict[str, Any]:
+        """The raw signals every result carries (JSON-safe numbers)."""
+        q = finite(self.doc.quantum)
+        return {
+            "cosine": finite(self.doc.cosine),
+            "quantum": q,
+            "quantum_kind": self.doc.quantum_kind,
+            "log_fidelity": q,
+        }
+
 
 def finite(x: float, fallback: float = 0.0) -> float:
     """JSON has no NaN or infinity: map them to ``fallback`` / +-1e30."""
@@ -307,9 +317,7 @@ class Engine:
             lexical_weight=lexical_weight, fusion=fusion,
         )  # fmt: skip
         # Only with top_n >= k are all the candidates the blend was normalised over in ``hits``.
-        spans = (
-            (_span([h.cosine for h in hits]), _span([h.log_fidelity for h in hits])) if top_n >= k else None
-        )
+        spans = (_span([h.cosine for h in hits]), _span([h.quantum for h in hits])) if top_n >= k else None
         return self._hits(hits, m, self.alpha(alpha), spans)
 
     async def embed(
@@ -350,7 +358,7 @@ class Engine:
             if not spans[0] > 0:
                 extra += alpha * self.absolute(docs[0].cosine, Method.COSINE)
             if not spans[1] > 0:
-                extra += (1.0 - alpha) * self.absolute(docs[0].log_fidelity, Method.FIDELITY)
+                extra += (1.0 - alpha) * self.absolute(docs[0].quantum, Method.FIDELITY)
             out = [min(max(r + extra, 0.0), 1.0) for r in out]
         return [Hit(d, r) for d, r in zip(docs, out, strict=True)]
 

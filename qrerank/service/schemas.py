@@ -8,7 +8,9 @@ Two rerank shapes are spoken:
   ``texts``): ``{query, texts, raw_scores?, return_text?, truncate?}`` -> ``[{index, score, text?}]``.
 
 Both accept the extra fields ``method`` (cosine | fidelity | hybrid) and ``alpha``, and results
-carry the two raw signals ``cosine`` and ``log_fidelity``. Unknown fields (Cohere's
+carry the two raw signals ``cosine`` and ``quantum``, with ``quantum_kind`` saying what
+``quantum`` is (``log_fidelity`` of the states, or ``head_cosine`` for a vector head);
+``log_fidelity`` repeats ``quantum`` for clients of the 0.1 API. Unknown fields (Cohere's
 ``rank_fields``, ``max_tokens_per_doc``, ...) are ignored.
 
 ``relevance_score`` (Cohere) and ``score`` (TEI, unless ``raw_scores``) are the ranking score
@@ -18,7 +20,7 @@ per-qubit fidelity F^(1/n) = exp(log F / n); hybrid -> the min-max blend itself,
 document on both signals gets 1 and the worst 0 however relevant they are, and scores are not
 comparable across requests (a signal that is constant over the documents, as with a single
 document, contributes its absolute value instead of 0). For a threshold or a comparison across
-requests use ``method: cosine`` or ``fidelity``, or the absolute ``cosine`` and ``log_fidelity``
+requests use ``method: cosine`` or ``fidelity``, or the absolute ``cosine`` and ``quantum``
 every result carries. ``raw_scores`` returns the unmapped ranking score (hybrid blend, cosine,
 or log-fidelity).
 
@@ -32,7 +34,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 
-from qrerank.rerank.methods import Fusion, Method, SearchMethod
+from qrerank.rerank.methods import Fusion, Method, RerankMethod, SearchMethod
 
 
 def _unicode(value: str) -> str:
@@ -79,9 +81,12 @@ Alpha = Annotated[float | None, Field(ge=0.0, le=1.0, strict=True, description="
 RELEVANCE = (
     "ranking score mapped to [0, 1], best first. cosine: (1 + cos) / 2; fidelity: exp(log F / n); "
     "hybrid: the min-max blend over this request's documents, relative to them (best 1, worst 0) "
-    "and not comparable across requests; use `cosine` / `log_fidelity` for absolute values"
+    "and not comparable across requests; use `cosine` / `quantum` for absolute values"
 )
-MethodField = Annotated[Method | None, Field(description="ranking signal; default: the server's --method")]
+# Only the rerank methods: a body naming another Method (bm25, first, ...) is a 422, not a 500.
+MethodField = Annotated[
+    RerankMethod | None, Field(description="ranking signal; default: the server's --method")
+]
 SearchMethodField = Annotated[
     SearchMethod | None,
     Field(
@@ -101,6 +106,16 @@ class _Body(BaseModel):
 
 class _Out(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+Quantum = Annotated[
+    float,
+    Field(description="the quantum signal: log F of the states, or a vector head's projections' cosine"),
+]
+QuantumKind = Annotated[Literal["log_fidelity", "head_cosine"], Field(description="what `quantum` holds")]
+LogFidelity = Annotated[
+    float, Field(description="deprecated: the same value as `quantum` (kept for 0.1 clients)")
+]
 
 
 # --- Cohere -----------------------------------------------------------------------------------
@@ -134,7 +149,9 @@ class CohereResult(_Out):
     relevance_score: float = Field(description=RELEVANCE)
     document: RerankDocument | None = None
     cosine: float
-    log_fidelity: float
+    quantum: Quantum
+    quantum_kind: QuantumKind
+    log_fidelity: LogFidelity
 
 
 class ApiVersion(_Out):
@@ -190,7 +207,9 @@ class TEIRank(_Out):
     score: float = Field(description=RELEVANCE + "; with raw_scores the unmapped ranking score")
     text: str | None = None
     cosine: float
-    log_fidelity: float
+    quantum: Quantum
+    quantum_kind: QuantumKind
+    log_fidelity: LogFidelity
 
 
 # --- search and embed -------------------------------------------------------------------------
@@ -230,7 +249,9 @@ class SearchHit(_Out):
     score: float
     relevance_score: float = Field(description=RELEVANCE + " (over the k candidates);" + LEXICAL_RELEVANCE)
     cosine: float
-    log_fidelity: float
+    quantum: Quantum
+    quantum_kind: QuantumKind
+    log_fidelity: LogFidelity
     bm25: float | None = Field(default=None, description="BM25 score (methods lexical and fused only)")
 
 

@@ -86,7 +86,7 @@ def test_method_and_alpha_fields(client, reranker: Reranker, method: str) -> Non
     if method == "cosine":
         assert rel[0] == pytest.approx((1 + top.cosine) / 2, abs=1e-6)
     if method == "fidelity":
-        assert rel[0] == pytest.approx(math.exp(top.log_fidelity / 256), abs=1e-6)
+        assert rel[0] == pytest.approx(math.exp(top.quantum / 256), abs=1e-6)
 
 
 # --- TEI --------------------------------------------------------------------------------------
@@ -109,7 +109,7 @@ def test_tei_raw_scores_and_no_text(client, reranker: Reranker) -> None:
         "/tei/rerank", json={"query": QUERY, "texts": DOCS, "raw_scores": True, "method": "fidelity"}
     ).json()
     expected = reranker.rank(QUERY, DOCS, method="fidelity")
-    assert [r["score"] for r in rows] == pytest.approx([h.log_fidelity for h in expected], abs=1e-5)
+    assert [r["score"] for r in rows] == pytest.approx([h.quantum for h in expected], abs=1e-5)
     assert all("text" not in r for r in rows)
 
 
@@ -233,9 +233,10 @@ def test_search_over_index(reranker: Reranker, index_dir: Path) -> None:
         )
         assert [h["doc_id"] for h in body["results"]] == [h.doc_id for h in expected]
         top = body["results"][0]
-        assert {"index", "doc_id", "title", "text", "metadata", "cosine", "log_fidelity", "score"} <= set(top)
+        assert {"index", "doc_id", "title", "text", "metadata", "cosine", "quantum", "score"} <= set(top)
         assert top["doc_id"] in ("qubit", "bloch")
-        assert top["score"] == pytest.approx(top["log_fidelity"])
+        assert top["score"] == pytest.approx(top["quantum"])
+        assert top["quantum_kind"] == "log_fidelity" and top["log_fidelity"] == top["quantum"]
         assert_error(c.post("/search", json={"query": "q", "k": 5000}), 413, "k")
         assert_error(c.post("/search", json={"query": ""}), 422, "query")
         assert_error(c.post("/search", json={"query": "q", "top_n": -1}), 422, "top_n")

@@ -448,6 +448,9 @@ def test_huge_top_n_returns_every_document(client: Any) -> None:
         ),
         ("/v1/rerank", b'{"query": "q", "documents": ["a"], "truncate": []}', 422, "truncate"),
         ("/v1/rerank", b'{"query": "q", "documents": ["a"], "method": "COSINE!"}', 422, "method"),
+        # eval's method names are not rerank methods: a 422, not the 500 they once gave
+        ("/v1/rerank", b'{"query": "q", "documents": ["a"], "method": "first"}', 422, "method"),
+        ("/tei/rerank", b'{"query": "q", "texts": ["a"], "method": "bm25"}', 422, "method"),
         ("/v1/rerank", b'{"query": "q", "documents": ["a"] * 3}', 400, "body"),
         ("/v1/rerank", b'{"query": "q", "documents": ["a"]} trailing', 400, "body"),
         ("/v1/rerank", b'{"query": "\\ud800", "documents": ["a"]}', 422, "query"),
@@ -523,7 +526,7 @@ def test_hybrid_relevance_of_one_document_is_absolute_not_zero(client: Any, alph
         "/v1/rerank", json={"query": "qubit state", "documents": ["qubit states"], "alpha": alpha}
     )
     result = resp.json()["results"][0]
-    expected = alpha * (1 + result["cosine"]) / 2 + (1 - alpha) * math.exp(result["log_fidelity"] / 256)
+    expected = alpha * (1 + result["cosine"]) / 2 + (1 - alpha) * math.exp(result["quantum"] / 256)
     assert result["relevance_score"] == pytest.approx(expected, abs=1e-6)
     assert result["relevance_score"] > 0.5  # a good match does not read as irrelevant
 

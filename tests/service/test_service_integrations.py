@@ -55,7 +55,7 @@ def test_langchain_compressor(reranker: Reranker) -> None:
     expected = reranker.rank(QUERY, DOCS, method="fidelity")[:2]
     assert [d.metadata["source"] for d in out] == [h.index for h in expected]
     assert out[0].metadata["relevance_score"] == pytest.approx(expected[0].score)
-    assert {"cosine", "log_fidelity"} <= set(out[0].metadata)
+    assert {"cosine", "quantum", "quantum_kind", "log_fidelity"} <= set(out[0].metadata)
     assert docs[0].metadata == {"source": 0}  # inputs are not mutated
     assert compressor.compress_documents([], QUERY) == []
 

@@ -104,7 +104,7 @@ def test_shared_link_ranks_in_headless_chromium(server_url: str, reranker: Reran
     assert [r[3] for r in page.rows["cosine"]] == [DOCS[h.index] for h in by_cos]
     assert [r[3] for r in page.rows["fidelity"]] == [DOCS[h.index] for h in by_fid]
     assert float(page.rows["cosine"][0][1]) == pytest.approx(by_cos[0].cosine, abs=1e-4)
-    assert float(page.rows["fidelity"][0][1]) == pytest.approx(by_fid[0].log_fidelity, abs=1e-3)
+    assert float(page.rows["fidelity"][0][1]) == pytest.approx(by_fid[0].quantum, abs=1e-3)
     assert re.fullmatch(r"=|↑\d+|↓\d+", page.rows["fidelity"][0][2])
 
 

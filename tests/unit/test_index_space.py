@@ -100,7 +100,7 @@ def test_search_method_fidelity_ranks_the_whole_corpus_by_fidelity(tmp_path: Pat
         hits = pipe.search(text, k=len(index), top_n=10, method="fidelity")
         q = HashingEncoder(DIM).encode([text])
         want, _ = exact_top(index, q, 10)  # compared by value: the hashing corpus has ties
-        np.testing.assert_allclose([h.log_fidelity for h in hits], want[0], rtol=1e-5)
+        np.testing.assert_allclose([h.quantum for h in hits], want[0], rtol=1e-5)
 
 
 def test_append_and_delete_keep_the_space_and_equal_a_fresh_build(tmp_path: Path) -> None:
@@ -232,5 +232,5 @@ def test_pipeline_reuses_the_first_stage_log_fidelity(tmp_path: Path, method: st
         monkeypatch.undo()
         assert fetched == [40]  # the 2k pool only
         assert [h.index for h in hits] == [int(rows[0][j]) for j in order]
-        np.testing.assert_allclose([h.log_fidelity for h in hits], want.quantum.numpy()[order], rtol=1e-5)
+        np.testing.assert_allclose([h.quantum for h in hits], want.quantum.numpy()[order], rtol=1e-5)
         np.testing.assert_allclose([h.score for h in hits], want.score.numpy()[order], rtol=1e-5, atol=1e-6)

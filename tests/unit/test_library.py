@@ -120,6 +120,6 @@ def test_search_pipeline_uses_stored_angles(tmp_path: Path) -> None:
     assert hits[0].doc_id == "d2" and len(hits) == 2
     # Same scores as reranking the texts directly at the index's tau.
     direct = Reranker(enc, method="fidelity", tau=0.3).rank("bloch sphere qubit", docs)
-    assert hits[0].log_fidelity == pytest.approx(direct[0].log_fidelity, abs=1e-4)
+    assert hits[0].quantum == pytest.approx(direct[0].quantum, abs=1e-4)
     with pytest.raises(IndexFormatError, match="built with hashing-128"):
         SearchPipeline(tmp_path / "idx", Reranker(load_encoder("hashing-64")))

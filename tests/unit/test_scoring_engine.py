@@ -84,7 +84,7 @@ def test_cosine_ranking_computes_fidelity_only_for_returned_rows(
     assert seen == [3]
     full = scoring.score_candidates(q, docs, method="fidelity", tau=0.4)
     want = full.quantum[[h.index for h in hits]]
-    assert [h.log_fidelity for h in hits] == pytest.approx(want.tolist(), rel=1e-6)
+    assert [h.quantum for h in hits] == pytest.approx(want.tolist(), rel=1e-6)
     assert [h.index for h in hits] == torch.argsort(scores.score, descending=True)[:3].tolist()
 
 
@@ -177,6 +177,6 @@ def test_reranker_compiled_ranks_like_eager() -> None:
         eager = Reranker(HashingEncoder(64), method=method).rank("beta gamma 3", docs)
         fast = Reranker(HashingEncoder(64), method=method, compile=True).rank("beta gamma 3", docs)
         # Same scores per document (near-ties may swap places by a rounding).
-        by_doc = {h.index: (h.score, h.log_fidelity) for h in eager}
+        by_doc = {h.index: (h.score, h.quantum) for h in eager}
         for h in fast:
-            assert (h.score, h.log_fidelity) == pytest.approx(by_doc[h.index], rel=1e-5, abs=1e-5)
+            assert (h.score, h.quantum) == pytest.approx(by_doc[h.index], rel=1e-5, abs=1e-5)

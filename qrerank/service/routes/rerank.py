@@ -39,8 +39,7 @@ def _cohere(
                 index=h.doc.index,
                 relevance_score=h.relevance,
                 document=s.RerankDocument(text=h.doc.text) if return_documents else None,
-                cosine=finite(h.doc.cosine),
-                log_fidelity=finite(h.doc.log_fidelity),
+                **h.signals(),
             )
             for h in hits
         ],
@@ -74,8 +73,7 @@ async def _tei_rerank(engine: Engine, body: s.TEIRerankRequest) -> list[s.TEIRan
             index=h.doc.index,
             score=finite(h.doc.score) if body.raw_scores else h.relevance,
             text=h.doc.text if body.return_text else None,
-            cosine=finite(h.doc.cosine),
-            log_fidelity=finite(h.doc.log_fidelity),
+            **h.signals(),
         )
         for h in hits
     ]

@@ -21,8 +21,7 @@ def _hit(h: Hit) -> s.SearchHit:
         metadata=h.doc.metadata,
         score=finite(h.doc.score),
         relevance_score=h.relevance,
-        cosine=finite(h.doc.cosine),
-        log_fidelity=finite(h.doc.log_fidelity),
+        **h.signals(),
         bm25=finite(h.doc.bm25) if h.doc.bm25 is not None else None,
     )
 
