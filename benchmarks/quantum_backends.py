@@ -16,9 +16,7 @@ Requires the extras [qiskit] and [pennylane], plus scipy.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -29,7 +27,7 @@ import torch
 from scipy.stats import kendalltau
 
 from qrerank.core import bloch_angles, default_tau
-from qrerank.eval.meta import write_results
+from qrerank.eval.meta import environment, write_results
 from qrerank.quantum import pennylane as pq
 from qrerank.quantum import score_log_fidelity
 from qrerank.quantum.product import DEFAULT_BLOCK
@@ -128,25 +126,6 @@ def shots_needed(rows: list[dict[str, Any]], targets: tuple[float, ...]) -> list
     return list(out.values())
 
 
-def environment() -> dict[str, Any]:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch_threads": torch.get_num_threads(),
-        # The machine is shared: a load above the CPU count means timings include contention.
-        "load_average_1_5_15min": list(os.getloadavg()),
-        "packages": versions,
-    }
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dims", type=int, nargs="+", default=[8, 16])
@@ -160,12 +139,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
-    env = environment()
+    env = environment(PACKAGES)
     print(f"# Quantum backends: {args.candidates} candidates, one query\n")
     load = env["load_average_1_5_15min"][0]
     print(f"{env['platform']}, {env['cpu_count']} CPUs (load {load:.1f}), ", end="")
     print(f"Python {env['python']}; ", end="")
-    print(", ".join(f"{k} {v}" for k, v in env["packages"].items()) + "\n")
+    print(", ".join(f"{k} {env['versions'][k]}" for k in PACKAGES) + "\n")
 
     timings: dict[int, dict[str, float]] = {}
     print(f"## Time to score {args.candidates} candidates (median of {args.repeats})\n")

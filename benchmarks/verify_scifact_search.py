@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
 from qrerank import Reranker, SearchPipeline, build_index, load_encoder
 from qrerank.corpus import read_jsonl
+from qrerank.eval.meta import write_results
 from qrerank.index.directory import DocumentIndex
 
 ROOT = Path(__file__).resolve().parent
@@ -77,11 +76,8 @@ def main() -> None:
         "index_manifest_encode_seconds": index.manifest.get("encode_seconds"),
         "search_ms_per_query": round(search_ms, 2),
         "st_reencode_seconds": round(st_encode_s, 1),
-        "hardware": {"platform": platform.platform(), "cpus": os.cpu_count()},
-        "versions": {"sentence_transformers": st.__version__},
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)  # + hardware, versions and git commit (the one recorder)
     print(json.dumps(result, indent=2))
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +58,11 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def environment() -> dict[str, Any]:
-    """Platform, CPU, core count, GPU (if any), Python and package versions, git commit."""
+def environment(packages: Sequence[str] = ()) -> dict[str, Any]:
+    """Platform, CPU, core count, load, GPU (if any), Python and package versions, git commit.
+
+    ``packages`` adds versions beyond :data:`PACKAGES` (a benchmark's optional backends).
+    """
     import torch
 
     return {
@@ -67,8 +71,10 @@ def environment() -> dict[str, Any]:
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        # The machine may be shared: a load above the core count means timings include contention.
+        "load_average_1_5_15min": [round(x, 2) for x in os.getloadavg()],
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "versions": {p: _version(p) for p in PACKAGES},
+        "versions": {p: _version(p) for p in dict.fromkeys((*PACKAGES, *packages))},
         "git_commit": _git_commit(),
     }
 
