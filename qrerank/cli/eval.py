@@ -13,8 +13,8 @@ import sys
 
 from qrerank.cli._common import add_runtime_arg, out_dir, positive_int, write
 from qrerank.embed.models import DEFAULT_MODEL
+from qrerank.rerank.methods import PROTOCOLS
 
-PROTOCOLS = ("full", "rerank", "judged", "sts")
 DEFAULT_METHODS = "bm25,cosine,fidelity,hybrid,rrf"
 
 

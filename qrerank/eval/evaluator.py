@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -41,19 +40,12 @@ from qrerank.rerank.methods import (
     NEEDS_RUN_SCORES,
     Method,
     MethodSpec,
+    Protocol,
 )
 
 log = logging.getLogger(__name__)
 
 Run = dict[str, dict[str, float]]
-
-
-class Protocol(StrEnum):
-    """How each query's candidate list is built (see the module docstring)."""
-
-    FULL = "full"
-    RERANK = "rerank"
-    JUDGED = "judged"
 
 
 @dataclass(frozen=True, kw_only=True)

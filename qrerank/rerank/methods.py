@@ -25,15 +25,16 @@ tensors, ``qrerank.eval.methods.CandidateScorer`` for matrices over a whole spli
 :class:`Signals`, computing each signal only when a method asks for it.
 
 The Reranker and the service rank by ``RERANK_METHODS``; ``SearchPipeline.search`` by
-``SearchMethod``, whose ``fused`` joins BM25 candidates with ``Fusion``.
+``SearchMethod``, whose ``fused`` joins BM25 candidates with ``Fusion``. ``Protocol`` names the
+ways ``qrerank eval`` builds candidate lists.
 """
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
 
 import torch
 
@@ -99,6 +100,21 @@ SEARCH_METHODS = tuple(m.value for m in SearchMethod)
 FUSIONS = tuple(f.value for f in Fusion)
 
 
+class Protocol(StrEnum):
+    """How ``qrerank eval`` builds each query's candidate list (``qrerank.eval.evaluator``).
+
+    full: the whole corpus; rerank: the top k of a run file; judged: the judged documents.
+    """
+
+    FULL = "full"
+    RERANK = "rerank"
+    JUDGED = "judged"
+
+
+# ``qrerank eval --protocol`` also takes sts: sentence pairs, scored by correlation (eval.sts).
+PROTOCOLS = (*(p.value for p in Protocol), "sts")
+
+
 def parse_method(method: Method | str) -> Method:
     """``method`` as one of ``RERANK_METHODS``; another name is a ValueError listing them."""
     try:
@@ -161,7 +177,7 @@ class MethodSpec:
         return self.kind.value
 
 
-class Signals(Protocol):
+class Signals(typing.Protocol):
     """The signals of one query's candidate list, each ``[c]``, computed when first asked for."""
 
     @property
