@@ -13,9 +13,9 @@ import sys
 
 from qrerank.cli._common import add_runtime_arg, out_dir, positive_int, write
 from qrerank.embed.models import DEFAULT_MODEL
-from qrerank.rerank.methods import PROTOCOLS
+from qrerank.rerank.methods import EVAL_METHODS, PROTOCOLS
 
-DEFAULT_METHODS = "bm25,cosine,fidelity,hybrid,rrf"
+DEFAULT_METHODS = ",".join(EVAL_METHODS)
 
 
 def float_list(value: str) -> tuple[float, ...]:

@@ -14,6 +14,7 @@ from typing import Any
 from qrerank._optional import require
 from qrerank.cli._common import add_runtime_arg, positive_int
 from qrerank.errors import InputError
+from qrerank.rerank.methods import METHODS
 
 # Float flags are read as text and parsed by the service's Settings, the one place that
 # checks them (finite and in range): a bad value is then one line naming the setting.
@@ -40,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="encoder (default: the index's, else all-MiniLM-L6-v2)")
     p.add_argument("--index", default=None, metavar="INDEX_DIR", help="index for /search (`qrerank index`)")
     p.add_argument("--head", default=None, metavar="HEAD_DIR", help="trained head from `qrerank train`")
-    p.add_argument("--method", choices=("cosine", "fidelity", "hybrid"), default=None, help="default signal")
+    p.add_argument("--method", choices=METHODS, default=None, help="default signal")
     for name, text in FLOAT_FLAGS.items():
         p.add_argument("--" + name.replace("_", "-"), default=None, metavar="X", help=text)
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (not on /health)")

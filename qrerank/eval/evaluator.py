@@ -35,6 +35,7 @@ from qrerank.eval.sweep import ALPHAS, Tuned, best, tau_grid, tune_tau_alpha
 from qrerank.metrics import PRIMARY_METRIC, evaluate_run, measure_names
 from qrerank.rerank.methods import (
     CONVEX_METHODS,
+    EVAL_METHODS,
     NEEDS_BM25,
     NEEDS_ENCODER,
     NEEDS_RUN_SCORES,
@@ -54,7 +55,7 @@ class EvalConfig:
 
     data_dir: str | Path
     protocol: Protocol | str = Protocol.RERANK
-    methods: str | tuple[str, ...] = ("bm25", "cosine", "fidelity", "hybrid", "rrf")
+    methods: str | tuple[str, ...] = tuple(m.value for m in EVAL_METHODS)
     split: str = "test"
     run: str = "bm25"
     k: int = 100

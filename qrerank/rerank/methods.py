@@ -73,6 +73,8 @@ RERANK_METHODS = tuple(Method(m) for m in RerankMethod)
 METHODS = tuple(m.value for m in RERANK_METHODS)  # the names the Reranker and the service take
 # The methods named without an argument (``head:PATH`` and ``run:NAME`` take one).
 PLAIN_METHODS = tuple(m.value for m in Method if m not in (Method.HEAD, Method.RUN))
+# What ``qrerank eval`` scores unless told otherwise.
+EVAL_METHODS = (Method.BM25, Method.COSINE, Method.FIDELITY, Method.HYBRID, Method.RRF)
 CONVEX_METHODS = frozenset({Method.CONVEX, Method.CONVEX_FIDELITY})
 NEEDS_BM25 = frozenset({Method.BM25, Method.RRF, *CONVEX_METHODS})
 NEEDS_RUN_SCORES = frozenset({Method.FIRST, Method.RRF_RUN, Method.FUSED_RUN})
