@@ -83,13 +83,16 @@ METHODS: dict[str, tuple[str, int]] = {
     "QB-rot": ("rotation", 0),  # Bloch encoding, tau and offset learnt per qubit (2d params)
     "BFEC": ("linear", 0),
     "QBFEC": ("qbec", 0),
+    "QBFEC-mix": ("qbec-mix", 0),  # QBEC after a fixed random orthogonal rotation (same params)
     "BT": ("cosine", 1),
     "QBT": ("none", 1),
     "BEC": ("linear", 1),
     "QBEC": ("qbec", 1),
 }
-TWINS = {"QBT": "BT", "QBEC": "BEC", "QBFEC": "BFEC"}  # quantum method -> its classical twin
-LR = {"none": 0.01, "rotation": 1e-3, "cosine": 1e-3, "linear": 1e-3, "qbec": 1e-3}
+# quantum method -> its classical twin
+TWINS = {"QBT": "BT", "QBEC": "BEC", "QBFEC": "BFEC", "QBFEC-mix": "BFEC"}
+COMPRESSING = ("linear", "qbec", "qbec-mix")  # heads with an output dim below the input's
+LR = {"none": 0.01, "rotation": 1e-3, "cosine": 1e-3, "linear": 1e-3, "qbec": 1e-3, "qbec-mix": 1e-3}
 
 
 class TestSet:
@@ -317,7 +320,7 @@ def methods_table(
         head, layers = METHODS[name]
         unseen = f" {cell(r['unseen'])} | {fmt_p(r['unseen']['vs_cosine'])} | {twin_u} |" if held else ""
         lines.append(
-            f"| {name} | {'last layer trained' if layers else 'frozen'} | {head} ({base_dim}→{r['out_dim'] if head in ('linear', 'qbec') else base_dim}) "
+            f"| {name} | {'last layer trained' if layers else 'frozen'} | {head} ({base_dim}→{r['out_dim'] if head in COMPRESSING else base_dim}) "
             f"| {r['parameters']:,} | {r['seeds']} | {100 * r['ndcg@10']:.2f} ± {100 * r['se']:.2f} | {fmt_p(r['vs_cosine'])} | {twin} |{unseen} {r['seconds']:.0f} |"
         )
     return "\n".join(lines)
@@ -432,7 +435,7 @@ def grid_points(
         for frac in fracs:
             for dim in dims:
                 for name in args.names:
-                    if args.experiment == "compression" and METHODS[name][0] not in ("linear", "qbec"):
+                    if args.experiment == "compression" and METHODS[name][0] not in COMPRESSING:
                         continue
                     yield seed, frac, dim, name
 

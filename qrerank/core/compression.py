@@ -18,12 +18,26 @@ Cascade d -> k: the Bloch-encoded input (zero-padded to m = ceil(d/k) blocks of 
 split into blocks B_0..B_{m-1}; the last block controls the one before it, whose result
 controls the next, down to block 0, which is the output. For 768 -> 256 (blocks a, b, c):
 c controls b, the new b controls a. Parameters: (m-1) steps x 3 gates x 4 x k = 6,144.
+
+Which inputs reach which output. Output qubit i is built from input dimensions
+i, i + k, ..., i + (m-1) k only (one qubit per block, same position): the cascade never mixes
+positions, so 384 -> 128 gives each output qubit 3 of the 384 dimensions, and changing one input
+dimension moves exactly one output qubit. ``mixing="orthogonal"`` (the ``qbec-mix`` kind) first
+rotates the embedding by a fixed random orthogonal matrix R (``[d, d]``, no parameters):
+
+    u -> u R,   R = Q diag(sign(diag(r))),   Q r = G,   G_ij ~ N(0, 1) drawn from ``mixing_seed``
+
+so each rotated coordinate is a combination of every input dimension and each output qubit
+depends on all of them. R is orthogonal, so |u R| = |u| and the per-coordinate scale that
+``default_tau`` assumes (1/sqrt d for a unit vector) is unchanged. The sign fix makes Q unique
+(Haar-distributed and the same on every platform's QR); R is a buffer, saved with the weights, so
+a loaded head uses the exact matrix it was trained with.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
@@ -33,6 +47,23 @@ from qrerank.core.head import Head, LearnableTau
 
 # sqrt'(p) = 1/(2 sqrt p) is infinite at p = 0: clamp so a fully measured qubit keeps a finite grad.
 _P_MIN = 1e-12
+
+Mixing = Literal["none", "orthogonal"]
+MIXINGS: tuple[str, ...] = get_args(Mixing)
+
+
+def random_orthogonal(dim: int, seed: int) -> torch.Tensor:
+    """``[dim, dim]`` float32 Haar-random orthogonal matrix, the same for the same ``seed``.
+
+    QR of a float64 Gaussian drawn on the CPU from its own generator (the global RNG is left
+    alone), each column's sign flipped where the QR's r_jj is negative, so R is unique.
+    """
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    g = torch.randn(dim, dim, generator=gen, dtype=torch.float64, device="cpu")
+    q, r = torch.linalg.qr(g)
+    signs = torch.where(torch.diagonal(r) < 0, -1.0, 1.0).to(torch.float64)
+    rotation: torch.Tensor = (q * signs).float()  # column j of Q times the sign of r_jj
+    return rotation
 
 
 def squash(p: torch.Tensor) -> torch.Tensor:
@@ -78,10 +109,22 @@ def controlled_step(
 
 
 class QuantumCompressionHead(Head):
-    """QBEC: ``[..., in_dim]`` embeddings -> ``[..., out_dim, 2]`` separable real qubit states."""
+    """QBEC: ``[..., in_dim]`` embeddings -> ``[..., out_dim, 2]`` separable real qubit states.
+
+    Args:
+        in_dim: embedding dimension d.
+        out_dim: output qubits k (< d).
+        tau: initial Bloch temperature (default 1/sqrt(d)).
+        learn_tau: whether tau trains.
+        init_std: std of the raw gate parameters at initialisation.
+        mixing: ``"none"`` (the paper's head) or ``"orthogonal"`` (a fixed random rotation of
+            the embedding first, so every output qubit sees every input dimension).
+        mixing_seed: seed of the rotation (``mixing="orthogonal"`` only).
+    """
 
     name = "qbec"
     kind = "state"
+    rotation: torch.Tensor | None  # [in_dim, in_dim] buffer R, None without mixing
 
     def __init__(
         self,
@@ -90,16 +133,33 @@ class QuantumCompressionHead(Head):
         tau: float | None = None,
         learn_tau: bool = True,
         init_std: float = 0.1,
+        mixing: Mixing | str = "none",
+        mixing_seed: int = 0,
     ) -> None:
         super().__init__()
         if out_dim <= 0 or in_dim <= out_dim:
             raise ValueError(f"compression needs in_dim > out_dim > 0, got {in_dim} -> {out_dim}")
+        if mixing not in MIXINGS:
+            raise ValueError(f"unknown mixing {mixing!r}; choose one of {', '.join(MIXINGS)}")
         self.in_dim, self.out_dim = in_dim, out_dim
         self.n_blocks = math.ceil(in_dim / out_dim)
         self.tau = LearnableTau(tau if tau is not None else default_tau(in_dim), learn_tau)
         self._learn_tau, self._init_std = learn_tau, init_std
+        self.mixing, self.mixing_seed = str(mixing), mixing_seed
         # raw[step, gate (control, target, controlled), position, (a, b, c, d)]
         self.raw = nn.Parameter(init_std * torch.randn(self.n_blocks - 1, 3, out_dim, 4))
+        rotation = None
+        if mixing == "orthogonal":
+            # Under torch.device("meta") (load_head's shape check) only the shape is needed:
+            # no d x d QR before the config's size has been checked.
+            meta = torch.empty(0).device.type == "meta"
+            rotation = torch.empty(in_dim, in_dim) if meta else random_orthogonal(in_dim, mixing_seed)
+        # a None buffer is left out of state_dict: an unmixed head saves exactly what it did before
+        self.register_buffer("rotation", rotation)
+
+    def mix(self, u: torch.Tensor) -> torch.Tensor:
+        """``[..., in_dim] -> [..., in_dim]``: ``u R`` with ``mixing="orthogonal"``, else ``u`` itself."""
+        return u if self.rotation is None else u @ self.rotation.to(u.dtype)
 
     def gates(self) -> torch.Tensor:
         """``[steps, 3, out_dim, 2, 2]`` complex unitaries."""
@@ -108,6 +168,7 @@ class QuantumCompressionHead(Head):
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         if u.shape[-1] != self.in_dim:
             raise ValueError(f"expected last dim {self.in_dim}, got {u.shape[-1]}")
+        u = self.mix(u)
         pad = self.n_blocks * self.out_dim - self.in_dim
         if pad:
             # u = 0 encodes to theta = pi/2: an equal superposition, the neutral padding qubit.
@@ -128,4 +189,29 @@ class QuantumCompressionHead(Head):
             "tau": float(self.tau().detach()),
             "learn_tau": self._learn_tau,
             "init_std": self._init_std,
+            "mixing": self.mixing,
+            "mixing_seed": self.mixing_seed,
         }
+
+
+class MixingCompressionHead(QuantumCompressionHead):
+    """``qbec-mix``: QBEC after a fixed random orthogonal rotation (``mixing="orthogonal"``).
+
+    The same head and cascade as ``qbec`` (the same ~3k parameters for 384 -> 128; R is a
+    buffer, not a parameter); only the default of ``mixing`` differs, so ``--head qbec-mix``
+    trains it and its config.json reloads as this kind.
+    """
+
+    name = "qbec-mix"
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        tau: float | None = None,
+        learn_tau: bool = True,
+        init_std: float = 0.1,
+        mixing: Mixing | str = "orthogonal",
+        mixing_seed: int = 0,
+    ) -> None:
+        super().__init__(in_dim, out_dim, tau, learn_tau, init_std, mixing, mixing_seed)

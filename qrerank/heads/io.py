@@ -24,6 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from qrerank._fs import atomic_dir
+from qrerank.core.compression import MIXINGS
 from qrerank.core.head import Head
 from qrerank.embed.base import Encoder
 from qrerank.errors import InputError
@@ -66,19 +67,34 @@ def _std(field: str, v: Any) -> None:
         raise HeadFormatError(f"field {field} must be a finite number in [0, 1000], got {v!r:.40}")
 
 
+def _mixing(field: str, v: Any) -> None:
+    if v not in MIXINGS or not isinstance(v, str):
+        raise HeadFormatError(f"field {field} must be one of {', '.join(MIXINGS)}, got {v!r:.40}")
+
+
+def _seed(field: str, v: Any) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 1 << 63:
+        raise HeadFormatError(f"field {field} must be an integer in 0..2**63-1, got {v!r:.40}")
+
+
+_QBEC_FIELDS: dict[str, tuple[Callable[[str, Any], None], bool]] = {
+    "in_dim": (_dim, True),
+    "out_dim": (_dim, True),
+    "tau": (_tau, False),
+    "learn_tau": (_flag, False),
+    "init_std": (_std, False),
+    "mixing": (_mixing, False),
+    "mixing_seed": (_seed, False),
+}
+
 # head kind -> constructor field -> (check, required): the schema of config.json's "config",
 # validated in full before any head is constructed.
 HEAD_FIELDS: dict[str, dict[str, tuple[Callable[[str, Any], None], bool]]] = {
     "bloch": {"in_dim": (_dim, True), "tau": (_tau, False), "learn_tau": (_flag, False)},
     "identity": {"in_dim": (_dim, True)},
     "linear": {"in_dim": (_dim, True), "out_dim": (_dim, True)},
-    "qbec": {
-        "in_dim": (_dim, True),
-        "out_dim": (_dim, True),
-        "tau": (_tau, False),
-        "learn_tau": (_flag, False),
-        "init_std": (_std, False),
-    },
+    "qbec": _QBEC_FIELDS,
+    "qbec-mix": _QBEC_FIELDS,
     "angle": {"in_dim": (_dim, True), "out_dim": (_dim, True), "hidden": (_dim, False)},
     "rotation": {"in_dim": (_dim, True), "tau": (_tau, False)},
 }

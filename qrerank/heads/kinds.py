@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qrerank.core.angles import AngleHead
-from qrerank.core.compression import QuantumCompressionHead
+from qrerank.core.compression import MixingCompressionHead, QuantumCompressionHead
 from qrerank.core.head import BlochHead, Head, IdentityHead
 from qrerank.core.linear import LinearHead
 from qrerank.core.rotation import RotationHead
@@ -60,6 +60,10 @@ HEAD_KINDS: dict[str, HeadKind] = {
         ),
         HeadKind(head=LinearHead, help="linear projection (BEC)"),
         HeadKind(head=QuantumCompressionHead, help="quantum compression"),
+        HeadKind(
+            head=MixingCompressionHead,
+            help="quantum compression after a fixed random orthogonal rotation (no extra parameters)",
+        ),
         HeadKind(head=AngleHead, help="MLP to per-qubit angles"),
         HeadKind(
             head=RotationHead,

@@ -283,7 +283,7 @@ def qbec_forward(
     """
     if u.shape != (head.in_dim,):
         raise ValueError(f"expected a single [{head.in_dim}] vector, got {tuple(u.shape)}")
-    u = u.detach().double()
+    u = head.mix(u.detach().double())  # qbec-mix: the fixed classical rotation comes first
     pad = head.n_blocks * head.out_dim - head.in_dim
     u = torch.nn.functional.pad(u, (0, pad))
     states = bloch_states(bloch_angles(u, float(head.tau().detach())))

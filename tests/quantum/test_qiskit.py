@@ -113,10 +113,11 @@ def test_qbec_step_with_shots_measures_the_target() -> None:
     assert ((p - exact).abs() <= 4 * stderr + 1e-12).all()
 
 
+@pytest.mark.parametrize("mixing", ["none", "orthogonal"])
 @pytest.mark.parametrize(("in_dim", "out_dim"), [(4, 2), (6, 2), (5, 2), (9, 3)])
-def test_qbec_forward_equals_head(in_dim: int, out_dim: int) -> None:
+def test_qbec_forward_equals_head(in_dim: int, out_dim: int, mixing: str) -> None:
     torch.manual_seed(in_dim)
-    head = QuantumCompressionHead(in_dim, out_dim, init_std=1.0).double()
+    head = QuantumCompressionHead(in_dim, out_dim, init_std=1.0, mixing=mixing).double()
     u = torch.randn(in_dim, dtype=torch.float64)
     torch.testing.assert_close(qk.qbec_forward(head, u), head(u).detach(), atol=1e-9, rtol=0)
 

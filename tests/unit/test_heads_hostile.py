@@ -16,6 +16,7 @@ import torch
 
 from qrerank.cli import main
 from qrerank.core import AngleHead, BlochHead, LinearHead, QuantumCompressionHead
+from qrerank.core.compression import MixingCompressionHead
 from qrerank.core.head import Head, IdentityHead
 from qrerank.errors import InputError, QrerankError
 from qrerank.heads.io import (
@@ -62,6 +63,7 @@ def test_schema_covers_every_registered_head() -> None:
         IdentityHead(8),
         LinearHead(8, 3),
         QuantumCompressionHead(8, 3),
+        MixingCompressionHead(8, 3, mixing_seed=5),
         AngleHead(8, 3, hidden=5),
     ],
     ids=lambda h: h.name,
@@ -108,6 +110,10 @@ def test_unreadable_config(head_dir: Path, raw: bytes, message: str) -> None:
         ({"config": {"tau": float("inf")}}, "config.tau"),
         ({"config": {"learn_tau": "yes"}}, "config.learn_tau"),
         ({"config": {"init_std": float("-inf")}}, "config.init_std"),
+        ({"config": {"mixing": "hadamard"}}, "config.mixing"),
+        ({"config": {"mixing": ["orthogonal"]}}, "config.mixing"),
+        ({"config": {"mixing_seed": -1}}, "config.mixing_seed"),
+        ({"config": {"mixing_seed": 1.5}}, "config.mixing_seed"),
         ({"config": {"evil": 1}}, "unknown field config.evil"),
         ({"config": ["in_dim", 16]}, "field config must be an object"),
         ({"head": "pickle"}, "field head must be one of"),
