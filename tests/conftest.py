@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+# The contract base classes live outside test files: rewrite their asserts too (before any import).
+pytest.register_assert_rewrite("tests.contracts")
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:

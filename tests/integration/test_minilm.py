@@ -10,6 +10,8 @@ import pytest
 from qrerank import Reranker, SearchPipeline, build_index, load_encoder
 from qrerank.cli import main
 from qrerank.corpus import read_jsonl
+from qrerank.embed.base import Encoder
+from tests.contracts import EncoderContract
 
 pytestmark = pytest.mark.slow
 st = pytest.importorskip("sentence_transformers")
@@ -22,6 +24,14 @@ SCIFACT = Path(__file__).resolve().parents[3] / "shared" / "data" / "scifact"
 @pytest.fixture(scope="module")
 def minilm():  # type: ignore[no-untyped-def]
     return load_encoder("all-MiniLM-L6-v2")
+
+
+class TestMiniLMEncoderContract(EncoderContract):
+    """The real model behind ``minilm``'s cache (SentenceTransformerEncoder, torch runtime)."""
+
+    @pytest.fixture
+    def encoder(self, minilm) -> Encoder:  # type: ignore[no-untyped-def]
+        return minilm.encoder
 
 
 def test_demo_runs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -17,11 +17,13 @@ import pytest
 pytest.importorskip("ray", reason="the Ray tests need qrerank[ray]")
 
 from qrerank.cli import main
+from qrerank.embed.base import Encoder
 from qrerank.embed.cache import CachedEncoder, EmbeddingCache
 from qrerank.embed.hashing import HashingEncoder
 from qrerank.embed.ray import RayEncoder, ShardsFailedError
 from qrerank.index.directory import DocumentIndex, build_index
 from qrerank.types import Document
+from tests.contracts import ShardedEncoderContract
 from tests.ray.helpers import CountingLoader
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
@@ -77,6 +79,14 @@ def test_cli_ray_index_equals_local_index(
     # One cache identity: the Ray run filled the very file the local encoder reads.
     local_cache = EmbeddingCache.for_encoder(HashingEncoder(DIM), tmp_path / "cache-ray")
     assert len(local_cache) == N_DOCS
+
+
+class TestRayEncoderContract(ShardedEncoderContract):
+    """The hashing encoder on 2 actors, 3 texts a shard: the contract's 8 texts come back in 3 shards."""
+
+    @pytest.fixture(scope="class")
+    def encoder(self, local_ray: ModuleType) -> Encoder:
+        return RayEncoder(functools.partial(HashingEncoder, DIM), actors=2, shard_size=3)
 
 
 def test_rows_come_back_in_input_order_with_repeats(local_ray: ModuleType, tmp_path: Path) -> None:

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
-from pathlib import Path
 
-LOAD = Path(__file__).resolve().parents[2] / "benchmarks" / "load.py"
-
-
-def _load_module():
-    spec = importlib.util.spec_from_file_location("bench_load", LOAD)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmarks import load
+from benchmarks import reliability_service as bench
 
 
 def test_workload_is_100_docs_of_about_60_words_and_fresh_per_request() -> None:
-    load = _load_module()
     rng, words = random.Random(0), load.vocabulary()
     first, second = (json.loads(load.make_body(rng, words, 100, 60)) for _ in range(2))
     assert len(first["documents"]) == 100
@@ -28,7 +18,6 @@ def test_workload_is_100_docs_of_about_60_words_and_fresh_per_request() -> None:
 
 
 def test_table_reports_speed_up_against_the_baseline() -> None:
-    load = _load_module()
     row = {"requests": 8, "ok": 8, "errors": {}, "docs_per_s": 1.0, "p50_ms": 1.0, "p99_ms": 2.0}
     rows = [
         {"server": "baseline", "concurrency": 8, "throughput_rps": 1.0, **row},
@@ -42,14 +31,7 @@ def test_table_reports_speed_up_against_the_baseline() -> None:
     assert "3.00x" in lines[1] and load.server_name("torch") == "qrerank"
 
 
-RELIABILITY = Path(__file__).resolve().parents[2] / "benchmarks" / "reliability_service.py"
-
-
 def test_reliability_workload_poisons_one_percent_and_the_verdict_needs_every_target() -> None:
-    spec = importlib.util.spec_from_file_location("bench_reliability", RELIABILITY)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     workload = bench.make_requests(random.Random(0), ["alpha", "beta", "gamma"], 200, 0.01, 5)
     poisoned = [body for body, bad in workload if bad]
     assert len(workload) == 200 and len(poisoned) == 2

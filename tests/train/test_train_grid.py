@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
-GRID = Path(__file__).resolve().parents[2] / "benchmarks" / "train_grid.py"
-
-
-def _load_module():
-    spec = importlib.util.spec_from_file_location("bench_train_grid", GRID)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
+from benchmarks import train_grid as grid
 
 
 def test_run_log_resumes_only_matching_runs(tmp_path: Path) -> None:
-    grid = _load_module()
     path = tmp_path / "methods-x.runs.jsonl"
     log = grid.RunLog(path, resume=False)
     run = {"method": "BEC", "seed": 0, "frac": 0.1, "out_dim": 128, "epochs": 10, "steps": None, "lr": 1e-3,

@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "head_latency.py"
+from benchmarks import head_latency as bench
 
 
-@pytest.fixture(scope="module")
-def bench():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("bench_head_latency", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_the_full_grid_has_every_head_at_every_size(bench) -> None:  # type: ignore[no-untyped-def]
+def test_the_full_grid_has_every_head_at_every_size() -> None:
     cells, skipped = bench.grid(quick=False)
     assert skipped == []  # every in > out, so QBEC takes all nine combinations
     for kind in ("linear", "qbec", "angle"):
@@ -34,7 +22,7 @@ def test_the_full_grid_has_every_head_at_every_size(bench) -> None:  # type: ign
 
 
 @pytest.mark.parametrize("kind", ["linear", "qbec", "angle", "bloch"])
-def test_each_head_has_the_stated_dims_and_output_shape(bench, kind: str) -> None:  # type: ignore[no-untyped-def]
+def test_each_head_has_the_stated_dims_and_output_shape(kind: str) -> None:
     in_dim, out_dim = (48, 48) if kind == "bloch" else (48, 16)
     head = bench.build_head(kind, in_dim, out_dim)
     assert (head.in_dim, head.out_dim) == (in_dim, out_dim)
@@ -49,13 +37,13 @@ def test_each_head_has_the_stated_dims_and_output_shape(bench, kind: str) -> Non
     assert int(scores.argmax()) == 0
 
 
-def test_parameter_counts_match_the_architectures(bench) -> None:  # type: ignore[no-untyped-def]
+def test_parameter_counts_match_the_architectures() -> None:
     assert bench.build_head("linear", 768, 256).num_parameters() == 768 * 256 + 256
     assert bench.build_head("qbec", 768, 256).num_parameters() == 6_144 + 1  # gates + learnable tau
     assert bench.build_head("angle", 384, 64).num_parameters() == 384 * 512 + 512 + 512 * 128 + 128
 
 
-def test_a_tiny_run_writes_rows_with_ratios(bench, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_tiny_run_writes_rows_with_ratios(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "r.json"
     monkeypatch.setattr(bench, "QUICK", {"in": (24,), "out": (8,), "batch": (1, 4)})
     assert (

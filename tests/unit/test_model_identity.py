@@ -16,10 +16,12 @@ import numpy as np
 import pytest
 
 from qrerank.cli import main
+from qrerank.embed.base import Encoder
 from qrerank.embed.cache import CachedEncoder, EmbeddingCache, cache_key
 from qrerank.embed.hashing import HashingEncoder
 from qrerank.embed.models import load_encoder, resolve_model
 from qrerank.index.directory import DocumentIndex
+from tests.contracts import EncoderContract
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "qubit", "bloch", "sphere", "bread", "yeast", "cat"]
 
@@ -186,3 +188,22 @@ def test_cache_key_covers_weights_seq_len_dtype_and_normalisation(
 def test_hashing_cache_key_separates_dim_and_normalisation(tmp_path: Path) -> None:
     keys = {cache_key(HashingEncoder(d, normalized=n)) for d in (16, 32) for n in (True, False)}
     assert len(keys) == 4
+
+
+# --------------------------------------------------------------------------- the Encoder contract
+
+
+class TestSentenceTransformerEncoderContract(EncoderContract):
+    """The tiny random model on the torch runtime, loaded once for the class."""
+
+    normalize = True
+
+    @pytest.fixture(scope="class")
+    def encoder(self, st_models: tuple[Path, Path]) -> Encoder:
+        from qrerank.embed.st import SentenceTransformerEncoder
+
+        return SentenceTransformerEncoder(st_models[0], device="cpu", normalize=self.normalize)
+
+
+class TestRawSentenceTransformerEncoderContract(TestSentenceTransformerEncoderContract):
+    normalize = False  # the Normalize module dropped: pooled outputs as they are

@@ -15,12 +15,14 @@ import pytest
 
 from qrerank.cli import main
 from qrerank.embed import onnx as qonnx
+from qrerank.embed.base import Encoder
 from qrerank.embed.cache import EmbeddingCache, cache_key
 from qrerank.embed.models import load_encoder
 from qrerank.embed.runtime import RUNTIMES, Runtime, parse_runtime, runtime_for_index
 from qrerank.errors import IndexFormatError, InputError, MissingExtraError
 from qrerank.index.directory import DocumentIndex
 from qrerank.service.config import Settings
+from tests.contracts import EncoderContract
 from tests.unit.test_model_identity import _tiny_st_folder
 
 pytest.importorskip("sentence_transformers")
@@ -248,6 +250,26 @@ def test_hashing_index_records_no_runtime(docs_file: Path, tmp_path: Path) -> No
     with pytest.raises(IndexFormatError, match="runtime"):
         _ = index.runtime
     index.close()
+
+
+# --------------------------------------------------------------------------- the Encoder contract
+
+
+class TestOnnxEncoderContract(EncoderContract):
+    """The tiny model on the onnx runtime (exported once for the class)."""
+
+    runtime = "onnx"
+
+    @pytest.fixture(scope="class")
+    def encoder(self, tiny: Path) -> Encoder:
+        return load_encoder(str(tiny), runtime=self.runtime, cache=False)
+
+
+class TestOnnxInt8EncoderContract(TestOnnxEncoderContract):
+    runtime = "onnx-int8"
+    # activations are quantized per batch at run time, so a row moves with its batch-mates,
+    # within the int8 error test_onnx_vectors_match_torch allows (1.3e-5 here at batch 1 vs 8)
+    batch_atol = 0.05
 
 
 # --------------------------------------------------------------------------- the real model

@@ -1,0 +1,1 @@
+"""Benchmark scripts, each run as ``python benchmarks/<name>.py``; tests import their helpers."""
