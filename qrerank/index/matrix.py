@@ -131,14 +131,18 @@ class MatrixIndex:
 
 
 def _top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the ``k`` best (score desc, id asc) of candidates ``[Q, m]``."""
+    """Per row, the ``min(k, m)`` best (score desc, id asc) of candidates ``[Q, m]``.
+
+    Fewer than ``k`` when the blocks seen so far hold fewer rows (k above the block size).
+    """
     if scores.shape[1] > k:  # cut to the k-th score, keeping every tie at the cut
         kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]
         keep = scores >= kth
     else:
         keep = np.ones(scores.shape, dtype=bool)
-    out_s = np.empty((len(scores), k), np.float32)
-    out_i = np.empty((len(scores), k), np.int64)
+    width = min(k, scores.shape[1])
+    out_s = np.empty((len(scores), width), np.float32)
+    out_i = np.empty((len(scores), width), np.int64)
     for r in range(len(scores)):
         s, i = scores[r, keep[r]], ids[r, keep[r]]
         order = np.lexsort((i, -s))[:k]

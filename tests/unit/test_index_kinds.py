@@ -73,16 +73,9 @@ class TestMatrixIndexContract(VectorIndexContract):
 
 
 class TestMatrixIndexInBlocksContract(TestMatrixIndexContract):
-    block = 37  # the top k merged over 14 blocks, the last one short
-
-    @pytest.mark.xfail(
-        strict=True,
-        raises=ValueError,
-        reason="MatrixIndex.search fails when k exceeds the block size and there are more rows "
-        "than one block: the first block's _top_k has fewer than k candidates to fill k columns",
-    )
-    def test_k_above_ntotal_returns_every_row(self) -> None:
-        super().test_k_above_ntotal_returns_every_row()
+    # The top k merged over 14 blocks, the last one short; a k above the block size once failed
+    # (the first block has fewer than k rows to fill k columns): the contract's k above ntotal.
+    block = 37
 
 
 class FaissContract(VectorIndexContract):
