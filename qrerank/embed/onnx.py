@@ -6,7 +6,10 @@ sentence-transformers 6 requires ``transformers>=5``, so the two cannot be insta
 qrerank therefore does the three steps itself, with torch and onnxruntime only:
 
 1. **export** the transformer of the model already loaded from its packaged weights with
-   ``torch.onnx.export`` (offline; nothing is downloaded), dynamic batch and sequence axes;
+   ``torch.onnx.export`` (offline; nothing is downloaded), dynamic batch and sequence axes, in
+   the eager attention form, then **fuse** it with onnxruntime's own transformer optimizer
+   (attention, skip-layer-norm, bias-GELU and embedding-layer-norm kernels), kept only if the
+   fused graph gives the same hidden states (max abs difference <= ``FUSE_ATOL``) on a sample;
 2. **quantize** (``onnx-int8``) with ``onnxruntime.quantization.quantize_dynamic``: int8
    per-channel weights for every weight MatMul, activations quantized per batch at run time;
 3. **run** it: an ONNX Runtime session stands in for the transformers model inside
@@ -26,6 +29,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import platform
 import shutil
@@ -48,7 +52,8 @@ from qrerank.errors import InputError
 log = logging.getLogger(__name__)
 
 EXTRA = "onnx"
-FORMAT = 1  # bump to re-export everything after a change of the export itself
+FORMAT = 2  # bump to re-export everything after a change of the export itself (2: fused graphs)
+FUSE_ATOL = 1e-4  # fp32 fusion reorders sums: differences ~1e-6; anything larger is refused
 OPSET = 17
 MARKER = "export.json"
 FP32_FILE = "model.onnx"
@@ -124,15 +129,20 @@ def plan_export(
     """The export folder and file of ``runtime`` for weights ``fingerprint`` (nothing is written)."""
     if not runtime.is_onnx:
         raise ValueError("the torch runtime has no ONNX export")
-    identity: dict[str, Any] = {"format": FORMAT, "weights": fingerprint, "runtime": runtime.value}
+    ort = require("onnxruntime", EXTRA)
+    # Another onnxruntime may fuse or quantize differently: its vectors must not share a cache file.
+    identity: dict[str, Any] = {
+        "format": FORMAT,
+        "weights": fingerprint,
+        "runtime": runtime.value,
+        "onnxruntime": ort.__version__,
+    }
     file_name = FP32_FILE
     if runtime is Runtime.ONNX_INT8:
         preset = quantization or default_preset()
         if preset not in PRESETS:
             raise InputError(f"unknown quantization preset {preset!r}; choose one of {', '.join(PRESETS)}")
-        ort = require("onnxruntime", EXTRA)
-        # Another onnxruntime may quantize differently: its vectors must not share a cache file.
-        identity |= {"quantization": preset, "onnxruntime": ort.__version__}
+        identity |= {"quantization": preset}
         file_name = f"model_qint8_{preset}.onnx"
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
     return OnnxExport(
@@ -246,21 +256,93 @@ class _Traceable(torch.nn.Module):
 
 
 def export_fp32(st_model: Any, out: Path) -> None:
-    """Export ``st_model``'s transformer (inputs as its tokenizer gives them) to ONNX at ``out``."""
+    """Export ``st_model``'s transformer (inputs as its tokenizer gives them) to ONNX at ``out``, fused.
+
+    The graph is traced with eager attention, whose pattern onnxruntime's optimizer recognises
+    (the SDPA form is left unfused), then fused by :func:`fuse`.
+    """
     module = _text_transformer(st_model)
     sample = st_model.preprocess(["a short text", "a"])  # two lengths: the trace pads one
     names = [k for k, v in sample.items() if isinstance(v, torch.Tensor)]
-    model = _Traceable(module.model, names).eval()
+    traced = out.with_name(out.stem + ".unfused.onnx")
+    with _eager_attention(module.model):
+        _trace(module.model, sample, names, traced)
+    fuse(traced, out, module.model.config, {n: sample[n].numpy() for n in names})
+    traced.unlink()
+
+
+@contextlib.contextmanager
+def _eager_attention(model: Any) -> Iterator[None]:
+    """Run ``model`` with eager attention inside the block (when it can switch), then restore."""
+    before = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    switch = getattr(model, "set_attn_implementation", None)
+    switched = False
+    if before not in (None, "eager") and switch is not None:
+        try:
+            switch("eager")
+            switched = True
+        except (ValueError, ImportError):  # a model without an eager form is exported as it is
+            pass
+    try:
+        yield
+    finally:
+        if switched:
+            switch(before)
+
+
+def _trace(model: torch.nn.Module, sample: dict[str, Any], names: list[str], out: Path) -> None:
+    traceable = _Traceable(model, names).eval()
     dynamic = {name: {0: "batch", 1: "sequence"} for name in [*names, "last_hidden_state"]}
     with torch.no_grad(), warnings.catch_warnings():
         # The TorchScript exporter is the one that needs neither onnxscript nor a graph rewrite;
         # its deprecation and tracer warnings say nothing a user can act on.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model, tuple(sample[n] for n in names), str(out), dynamo=False, input_names=names,
+            traceable, tuple(sample[n] for n in names), str(out), dynamo=False, input_names=names,
             output_names=["last_hidden_state"], dynamic_axes=dynamic, opset_version=OPSET,
             do_constant_folding=True,
         )  # fmt: skip
+
+
+def fuse(src: Path, out: Path, config: Any, feeds: dict[str, Any]) -> bool:
+    """Write ``src`` fused by onnxruntime's transformer optimizer to ``out`` if it computes the same.
+
+    The fused graph is kept only if its hidden states on ``feeds`` are within ``FUSE_ATOL`` of
+    the unfused graph's; otherwise (or if the optimizer fails) ``src`` is copied as it is.
+    Returns whether the fused graph was kept.
+    """
+    heads = getattr(config, "num_attention_heads", 0)
+    hidden = getattr(config, "hidden_size", 0)
+    try:
+        optimizer = require("onnxruntime.transformers.optimizer", EXTRA)
+        with _quiet_root_logger():
+            fused = optimizer.optimize_model(
+                str(src), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=1
+            )
+            fused.save_model_to_file(str(out))
+        diff = _max_abs_diff(src, out, feeds)
+    except Exception as exc:  # any optimizer failure leaves the plain export
+        log.warning("onnxruntime could not fuse %s (%s): keeping the unfused graph", src.name, exc)
+        diff = math.inf
+    if diff <= FUSE_ATOL:
+        log.info("fused %s (max abs difference %.2g)", src.name, diff)
+        return True
+    if math.isfinite(diff):
+        log.warning("fused %s differs by %.2g > %g: keeping the unfused graph", src.name, diff, FUSE_ATOL)
+    shutil.copyfile(src, out)
+    return False
+
+
+def _max_abs_diff(a: Path, b: Path, feeds: dict[str, Any]) -> float:
+    """Max abs difference of the hidden states of ONNX models ``a`` and ``b`` on ``feeds``."""
+    ort = require("onnxruntime", EXTRA)
+    outs = []
+    for path in (a, b):
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        names = {i.name for i in session.get_inputs()}
+        (hidden,) = session.run(["last_hidden_state"], {k: v for k, v in feeds.items() if k in names})
+        outs.append(hidden)
+    return float(abs(outs[0] - outs[1]).max())
 
 
 @contextlib.contextmanager
@@ -283,8 +365,9 @@ def quantize(src: Path, out: Path, preset: QuantPreset) -> None:
             str(src), str(out), op_types_to_quantize=["MatMul"], per_channel=preset.per_channel,
             reduce_range=preset.reduce_range, weight_type=getattr(q.QuantType, preset.weight_type),
             # Only MatMuls with a constant (weight) operand: quantizing the attention products
-            # QK^T and AV, both activations, costs accuracy and saves little time.
-            extra_options={"MatMulConstBOnly": True},
+            # QK^T and AV, both activations, costs accuracy and saves little time. Shape
+            # inference gives no type to the outputs of fused (com.microsoft) kernels: float.
+            extra_options={"MatMulConstBOnly": True, "DefaultTensorType": 1},  # TensorProto.FLOAT
         )  # fmt: skip
 
 

@@ -169,6 +169,46 @@ def test_onnx_vectors_match_torch(tiny: Path, cache_dir: Path) -> None:
         assert np.abs(vecs - ref).max() < tol
 
 
+def _op_types(path: Path) -> set[str]:
+    import onnx
+
+    return {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
+def _fp32_export(cache_dir: Path) -> Path:
+    (path,) = qonnx.onnx_root(cache_dir).glob(f"*/{qonnx.FP32_FILE}")
+    return path
+
+
+def test_export_is_fused_and_the_torch_model_keeps_its_attention(tiny: Path, cache_dir: Path) -> None:
+    load_encoder(str(tiny), runtime="onnx", cache=False)
+    ops = _op_types(_fp32_export(cache_dir))
+    # onnxruntime's fused kernels replace the traced attention and layer norms
+    assert {"Attention", "SkipLayerNormalization"} <= ops
+    assert "Softmax" not in ops
+    torch_model = load_encoder(str(tiny), cache=False)
+    assert torch_model.model[0].model.config._attn_implementation != "eager"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("failure", ["optimizer raises", "fused graph differs"])
+def test_a_fusion_that_fails_or_differs_keeps_the_unfused_graph(
+    tiny: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    if failure == "optimizer raises":
+        import onnxruntime.transformers.optimizer as optimizer
+
+        def broken(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("no pattern")
+
+        monkeypatch.setattr(optimizer, "optimize_model", broken)
+    else:
+        monkeypatch.setattr(qonnx, "_max_abs_diff", lambda *args: 1.0)
+    ref = load_encoder(str(tiny), cache=False).encode(TEXTS)
+    vecs = load_encoder(str(tiny), runtime="onnx", cache=False).encode(TEXTS)
+    assert "Attention" not in _op_types(_fp32_export(cache_dir))
+    assert np.abs(vecs - ref).max() < 1e-5
+
+
 def test_onnx_workers_sleep_between_runs(tiny: Path, cache_dir: Path) -> None:
     # spinning ORT workers slow the torch scoring that follows a query encode (qrerank.embed.onnx)
     enc = load_encoder(str(tiny), runtime="onnx-int8", cache=False)
