@@ -11,14 +11,15 @@ qrerank therefore does the three steps itself, with torch and onnxruntime only:
    (attention, skip-layer-norm, bias-GELU and embedding-layer-norm kernels), kept only if the
    fused graph gives the same hidden states (max abs difference <= ``FUSE_ATOL``) on a sample;
 2. **quantize** (``onnx-int8``) with ``onnxruntime.quantization.quantize_dynamic``: int8
-   per-channel weights for every weight MatMul, activations quantized per batch at run time;
+   per-channel weights for every weight MatMul and fused attention's QKV projection,
+   activations quantized per batch at run time;
 3. **run** it: an ONNX Runtime session stands in for the transformers model inside
    sentence-transformers' Transformer module, so tokenisation, truncation, pooling and
    normalisation stay sentence-transformers' own and the vectors match the torch runtime.
 
 Exports live in ``<cache>/models/onnx/<label>-<digest>/`` (``$QRERANK_CACHE_DIR`` or
-``~/.cache/qrerank``): one folder per weights fingerprint and runtime (and quantization preset
-and onnxruntime version for int8), holding the ``.onnx`` file and ``export.json``. A folder is
+``~/.cache/qrerank``): one folder per weights fingerprint, runtime and onnxruntime version (and
+quantization preset for int8), holding the ``.onnx`` file and ``export.json``. A folder is
 built under a lock in a temporary sibling, fsynced and renamed into place, so it is either
 absent or complete; temporaries of a killed export are removed by the next one.
 """
@@ -52,7 +53,8 @@ from qrerank.errors import InputError
 log = logging.getLogger(__name__)
 
 EXTRA = "onnx"
-FORMAT = 2  # bump to re-export everything after a change of the export itself (2: fused graphs)
+# Bump to re-export everything after a change of the export itself (3: fused graphs, QAttention).
+FORMAT = 3
 FUSE_ATOL = 1e-4  # fp32 fusion reorders sums: differences ~1e-6; anything larger is refused
 OPSET = 17
 MARKER = "export.json"
@@ -358,14 +360,16 @@ def _quiet_root_logger() -> Iterator[None]:
 
 
 def quantize(src: Path, out: Path, preset: QuantPreset) -> None:
-    """Dynamically quantize the weight MatMuls of ONNX model ``src`` to int8 at ``out``."""
+    """Dynamically quantize the weight MatMuls and attention projections of ``src`` to int8 at ``out``."""
     q = require("onnxruntime.quantization", EXTRA)
     with _quiet_root_logger():
         q.quantize_dynamic(
-            str(src), str(out), op_types_to_quantize=["MatMul"], per_channel=preset.per_channel,
+            str(src), str(out), op_types_to_quantize=["MatMul", "Attention"], per_channel=preset.per_channel,
             reduce_range=preset.reduce_range, weight_type=getattr(q.QuantType, preset.weight_type),
             # Only MatMuls with a constant (weight) operand: quantizing the attention products
-            # QK^T and AV, both activations, costs accuracy and saves little time. Shape
+            # QK^T and AV, both activations, costs accuracy and saves little time. The fused
+            # Attention's QKV projection (a weight) is quantized too (QAttention): on MiniLM
+            # 37 -> 44 passages/s, query 4.1 -> 3.2 ms, cosine to torch >= 0.991. Shape
             # inference gives no type to the outputs of fused (com.microsoft) kernels: float.
             extra_options={"MatMulConstBOnly": True, "DefaultTensorType": 1},  # TensorProto.FLOAT
         )  # fmt: skip

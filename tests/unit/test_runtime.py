@@ -188,6 +188,9 @@ def test_export_is_fused_and_the_torch_model_keeps_its_attention(tiny: Path, cac
     assert "Softmax" not in ops
     torch_model = load_encoder(str(tiny), cache=False)
     assert torch_model.model[0].model.config._attn_implementation != "eager"  # type: ignore[attr-defined]
+    load_encoder(str(tiny), runtime="onnx-int8", cache=False)
+    (int8,) = qonnx.onnx_root(cache_dir).glob("*/model_qint8_*.onnx")
+    assert "QAttention" in _op_types(int8)  # the attention's QKV projection is int8 too
 
 
 @pytest.mark.parametrize("failure", ["optimizer raises", "fused graph differs"])
