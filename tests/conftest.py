@@ -1,4 +1,9 @@
-"""Shared fixtures: an isolated cache dir per test session and seeded generators."""
+"""Shared fixtures (an isolated cache dir per test session, seeded generators) and ``--slow``.
+
+Tests marked ``slow`` (the real packaged MiniLM model, ``../shared/data``, torch.compile) are
+skipped unless pytest runs with ``--slow``: a quick local loop by default, the full suite
+explicitly. The README's test command and CI pass ``--slow``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,21 @@ import torch
 
 # The contract base classes live outside test files: rewrite their asserts too (before any import).
 pytest.register_assert_rewrite("tests.contracts")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--slow", action="store_true", default=False, help="also run the tests marked slow (as CI does)"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --slow (the README's test command does)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True, scope="session")
