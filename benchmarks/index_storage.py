@@ -1,6 +1,7 @@
 """Index storage: bytes per document, cold open + first answer, build time and peak RSS, old vs new.
 
     python benchmarks/index_storage.py [--sizes 100000 1000000] [--work DIR] [--no-quality]
+    python benchmarks/index_storage.py --texts [--text-sizes 100000 300000] [--tree NAME=PATH ...]
 
 For each size, synthetic unit vectors (384-d, float32, seed 0, a memory-mapped .npy) and tiny
 texts ("doc i") are indexed as ``flat`` without BM25 (the vectors are what is measured):
@@ -23,6 +24,15 @@ With ``--quality`` (default), the float16 cost on SciFact: test nDCG@10 of cosin
 search over a flat index of all-MiniLM-L6-v2 embeddings (from the embedding cache), float32 vs
 float16 storage. Prints tables and writes ``benchmarks/results/index_storage.json`` with
 hardware, versions and git commit.
+
+``--texts`` measures instead what the documents themselves cost a build: a synthetic JSONL of
+realistic ~1 KB texts (``TEXT_WORDS`` Zipf-distributed pseudo-words from a fixed vocabulary,
+seed 0) is indexed by ``qrerank index SRC --out DIR --model hashing-384`` (the CLI, run in a
+fresh process with an empty embedding cache), with and without BM25, at each ``--text-sizes``.
+Each ``--tree NAME=PATH`` names a qrerank source tree to run it from (default: this one), e.g. a
+``git worktree`` of an older commit, so a change's before and after run on the same corpora. The
+peak RSS (VmHWM) and its growth per document between the sizes go to
+``benchmarks/results/index_storage_texts.json``.
 """
 
 from __future__ import annotations
@@ -48,6 +58,9 @@ DATA = REPO.parent / "shared" / "data" / "scifact"
 OLD_COMMIT = "9b22038"  # the last commit that wrote index format 1
 DIM = 384
 REPEATS = 3
+TEXTS_OUT = ROOT / "results" / "index_storage_texts.json"
+TEXT_WORDS = 160  # words per synthetic document: ~1.1 KB of text
+TEXT_VOCAB = 30_000
 
 BUILD_OLD = """
 import json, sys, time
@@ -120,9 +133,25 @@ print(json.dumps({"verify_s": time.perf_counter() - t}))
 """
 
 
-def child(code: str, pythonpath: Path, *args: object) -> dict[str, Any]:
+BUILD_TEXTS = """
+import json, sys, time
+def hwm():  # VmHWM: this process's peak RSS
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) / 1024
+import qrerank
+from qrerank.cli import main
+src, out, lexical = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+argv = ["index", src, "--out", out, "--model", "hashing-384"] + ([] if lexical else ["--no-lexical"])
+base = hwm()
+t = time.perf_counter()
+rc = main(argv)
+print(json.dumps({"rc": rc, "seconds": time.perf_counter() - t, "rss_before_build_mb": base,
+                  "peak_rss_mb": hwm(), "qrerank": qrerank.__file__}))
+"""
+
+
+def child(code: str, pythonpath: Path, *args: object, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run ``code`` in a fresh interpreter with ``pythonpath`` first; its last stdout line is JSON."""
-    env = os.environ | {"PYTHONPATH": str(pythonpath), "PYTHONWARNINGS": "ignore"}
+    env = os.environ | (env or {}) | {"PYTHONPATH": str(pythonpath), "PYTHONWARNINGS": "ignore"}
     with tempfile.TemporaryDirectory() as cwd:  # not the repo: '' on sys.path must not shadow PYTHONPATH
         proc = subprocess.run(
             [sys.executable, "-c", code, *map(str, args)], env=env, cwd=cwd, capture_output=True, text=True
@@ -263,6 +292,99 @@ def quality() -> dict[str, Any]:
     return out
 
 
+def synthetic_texts(n: int, path: Path) -> None:
+    """``n`` JSONL documents of TEXT_WORDS pseudo-words (Zipf over TEXT_VOCAB words, seed 0)."""
+    rng = np.random.default_rng(0)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    words = np.array(["".join(rng.choice(letters, k)) for k in rng.integers(2, 10, TEXT_VOCAB)])
+    p = 1.0 / np.arange(1, TEXT_VOCAB + 1)
+    p /= p.sum()
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w") as f:
+        for s in range(0, n, 10_000):
+            picks = words[rng.choice(TEXT_VOCAB, size=(min(10_000, n - s), TEXT_WORDS), p=p)]
+            for i, row in enumerate(picks, start=s):
+                f.write(json.dumps({"_id": f"doc{i}", "title": f"title {i}", "text": " ".join(row)}) + "\n")
+    tmp.replace(path)
+
+
+def text_rows(counts: list[int], trees: dict[str, Path], work: Path) -> list[dict[str, Any]]:
+    """Peak RSS of ``qrerank index`` over synthetic ~1 KB texts, per tree, size and BM25 on/off."""
+    rows = []
+    for n in counts:
+        src = work / f"texts-{n}.jsonl"
+        if not src.exists():
+            synthetic_texts(n, src)
+        for lexical in (True, False):
+            for name, tree in trees.items():
+                out, cache = work / f"tidx-{n}", work / f"cache-{n}"
+                subprocess.run(["rm", "-rf", str(out), str(cache)], check=True)
+                build = child(
+                    BUILD_TEXTS, tree, src, out, int(lexical), env={"QRERANK_CACHE_DIR": str(cache)}
+                )
+                if build["rc"] != 0:
+                    raise RuntimeError(f"qrerank index failed in {tree}: {build}")
+                row = {"docs": n, "tree": name, "path": str(tree), "lexical": lexical, "build": build}
+                row.update(sizes(out, n), corpus_bytes=src.stat().st_size)
+                rows.append(row)
+                print(
+                    f"  {n:>9,} {name:<8} bm25={lexical!s:<5} peak {build['peak_rss_mb']:8.0f} MB "
+                    f"({build['seconds']:.1f}s)",
+                    flush=True,
+                )
+                subprocess.run(["rm", "-rf", str(out), str(cache)], check=True)
+    return rows
+
+
+def text_growth(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Peak RSS growth per document between the smallest and largest size, per tree and BM25 setting."""
+    out = []
+    for key in sorted({(r["tree"], r["lexical"]) for r in rows}):
+        mine = sorted((r for r in rows if (r["tree"], r["lexical"]) == key), key=lambda r: r["docs"])
+        if len(mine) > 1:
+            lo, hi = mine[0], mine[-1]
+            per_doc = (
+                (hi["build"]["peak_rss_mb"] - lo["build"]["peak_rss_mb"]) * 2**20 / (hi["docs"] - lo["docs"])
+            )
+            out.append({"tree": key[0], "lexical": key[1], "peak_rss_bytes_per_doc": per_doc})
+    return out
+
+
+def run_texts(args: argparse.Namespace) -> int:
+    trees = dict(t.split("=", 1) for t in args.tree) if args.tree else {"this": str(REPO)}
+    t0 = time.perf_counter()
+    load_before = os.getloadavg()
+    work = args.work or Path(tempfile.mkdtemp())
+    work.mkdir(parents=True, exist_ok=True)
+    rows = text_rows(args.text_sizes, {k: Path(v).resolve() for k, v in trees.items()}, work)
+    growth = text_growth(rows)
+    print(f"{'docs':>9}  {'tree':<8} {'BM25':<5} {'peak RSS MB':>11} {'before build MB':>15} {'build s':>7}")
+    for r in rows:
+        b = r["build"]
+        print(
+            f"{r['docs']:>9,}  {r['tree']:<8} {r['lexical']!s:<5} {b['peak_rss_mb']:11.0f} "
+            f"{b['rss_before_build_mb']:15.0f} {b['seconds']:7.1f}"
+        )
+    for g in growth:
+        print(f"growth {g['tree']:<8} BM25={g['lexical']!s:<5} {g['peak_rss_bytes_per_doc']:7.0f} B/doc")
+    result = {
+        "benchmark": "index_storage_texts",
+        "command": "python benchmarks/index_storage.py " + " ".join(sys.argv[1:]),
+        "text_words": TEXT_WORDS,
+        "text_vocab": TEXT_VOCAB,
+        "trees": trees,
+        "rows": rows,
+        "growth": growth,
+        "seconds": time.perf_counter() - t0,
+        "load_average_1_5_15": {"before": load_before, "after": os.getloadavg()},
+        "environment": environment(),
+    }
+    out = args.out if args.out != OUT else TEXTS_OUT
+    write_results(out, result)
+    print(f"wrote {out}")
+    return 0
+
+
 def print_tables(rows: list[dict[str, Any]], q: dict[str, Any] | None) -> None:
     print(
         f"{'docs':>9}  {'format':<15} {'dtype':<7} {'vec B/doc':>9} {'all B/doc':>9} {'build s':>7} {'peak RSS MB':>11}"
@@ -296,7 +418,18 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
     parser.add_argument("--no-quality", action="store_true", help="skip the SciFact float16 measurement")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--texts", action="store_true", help="measure builds from ~1 KB texts instead")
+    parser.add_argument("--text-sizes", type=int, nargs="+", default=[100_000, 300_000])
+    parser.add_argument(
+        "--tree",
+        action="append",
+        default=None,
+        metavar="NAME=PATH",
+        help="qrerank tree(s) to run --texts from",
+    )
     args = parser.parse_args()
+    if args.texts:
+        return run_texts(args)
     t0 = time.perf_counter()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:

@@ -1,4 +1,9 @@
-"""Reading documents from disk: JSONL (plain or BEIR corpus.jsonl) or a folder of .txt/.md files."""
+"""Reading documents from disk: JSONL (plain or BEIR corpus.jsonl) or a folder of .txt/.md files.
+
+Each reader has a list form (``read_jsonl``, ``read_folder``, ``load_corpus``) and an iterator
+form that reads as it is consumed (``iter_jsonl_documents``, ``iter_folder``, ``iter_corpus``),
+which ``qrerank index`` streams into a build without holding the texts.
+"""
 
 from __future__ import annotations
 
@@ -66,30 +71,33 @@ def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
                 yield lineno, _parse_line(f"{path}:{lineno}", line)
 
 
+def iter_jsonl_documents(path: str | os.PathLike[str]) -> Iterator[Document]:
+    """The documents of a JSONL file, read one line at a time (see :func:`read_jsonl`)."""
+    for n, (lineno, obj) in enumerate(iter_jsonl(path)):
+        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+            raise InputError(f"{path}:{lineno}: expected an object with a string 'text' field")
+        doc_id = obj.get("_id", obj.get("id", obj.get("doc_id", n)))
+        if isinstance(doc_id, bool) or not isinstance(doc_id, str | int | float):
+            raise InputError(f"{path}:{lineno}: the document id must be a string or a number")
+        meta = {k: v for k, v in obj.items() if k not in ("_id", "id", "doc_id", "title", "text")}
+        yield Document(doc_id=str(doc_id), title=str(obj.get("title") or ""), text=obj["text"], metadata=meta)
+
+
 def read_jsonl(path: str | os.PathLike[str]) -> list[Document]:
     """One ``{"text", "title"?, "_id"|"id"?, ...}`` object per line; doc_id defaults to the line index.
 
     Blank lines are skipped; a malformed line raises InputError naming its 1-based line number.
     """
-    docs: list[Document] = []
-    for lineno, obj in iter_jsonl(path):
-        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-            raise InputError(f"{path}:{lineno}: expected an object with a string 'text' field")
-        doc_id = obj.get("_id", obj.get("id", obj.get("doc_id", len(docs))))
-        if isinstance(doc_id, bool) or not isinstance(doc_id, str | int | float):
-            raise InputError(f"{path}:{lineno}: the document id must be a string or a number")
-        meta = {k: v for k, v in obj.items() if k not in ("_id", "id", "doc_id", "title", "text")}
-        docs.append(
-            Document(doc_id=str(doc_id), title=str(obj.get("title") or ""), text=obj["text"], metadata=meta)
-        )
-    return docs
+    return list(iter_jsonl_documents(path))
 
 
-def read_folder(path: str | os.PathLike[str]) -> list[Document]:
-    """Every .txt/.md file below ``path`` (sorted), doc_id = relative path, title = file stem."""
+def iter_folder(path: str | os.PathLike[str]) -> Iterator[Document]:
+    """The documents of a folder, one file at a time (see :func:`read_folder`).
+
+    The sorted list of file paths is held (a path each, not the texts).
+    """
     root = Path(path)
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
-    docs = []
     for p in files:
         try:
             text = p.read_text(encoding="utf-8")
@@ -99,19 +107,39 @@ def read_folder(path: str | os.PathLike[str]) -> list[Document]:
             raise InputError(f"cannot read {p}: {exc.strerror or exc}") from None
         if text.strip():
             rel = p.relative_to(root).as_posix()
-            docs.append(Document(doc_id=rel, title=p.stem, text=text.strip(), metadata={"path": rel}))
-    return docs
+            yield Document(doc_id=rel, title=p.stem, text=text.strip(), metadata={"path": rel})
+
+
+def read_folder(path: str | os.PathLike[str]) -> list[Document]:
+    """Every .txt/.md file below ``path`` (sorted), doc_id = relative path, title = file stem."""
+    return list(iter_folder(path))
+
+
+def iter_corpus(src: str | os.PathLike[str]) -> Iterator[Document]:
+    """The documents of ``src`` (as :func:`load_corpus` reads it), one at a time.
+
+    A missing ``src`` is an InputError at once; a bad line or file when the reading reaches it,
+    and a source without documents when the iterator ends empty.
+    """
+    src = Path(src)
+    if not src.exists():
+        raise InputError(f"no such file or directory: {src}")
+    if not src.is_dir():
+        return _nonempty(src, iter_jsonl_documents(src))
+    if (src / "corpus.jsonl").is_file():
+        return _nonempty(src, iter_jsonl_documents(src / "corpus.jsonl"))
+    return _nonempty(src, iter_folder(src))
+
+
+def _nonempty(src: Path, docs: Iterator[Document]) -> Iterator[Document]:
+    empty = True
+    for doc in docs:
+        empty = False
+        yield doc
+    if empty:
+        raise InputError(f"{src} holds no documents")
 
 
 def load_corpus(src: str | os.PathLike[str]) -> list[Document]:
     """A JSONL file, a BEIR dataset folder (reads its corpus.jsonl) or a folder of text files."""
-    src = Path(src)
-    if not src.exists():
-        raise InputError(f"no such file or directory: {src}")
-    if src.is_dir():
-        docs = read_jsonl(src / "corpus.jsonl") if (src / "corpus.jsonl").is_file() else read_folder(src)
-    else:
-        docs = read_jsonl(src)
-    if not docs:
-        raise InputError(f"{src} holds no documents")
-    return docs
+    return list(iter_corpus(src))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -93,13 +93,15 @@ def load_ids(path: str) -> list[str]:
 
 def run_update(
     args: argparse.Namespace,
-    docs: list[Document],
+    docs: Iterable[Document],
     encoder: Callable[[], Encoder],
     params: dict[str, int] | None = None,
 ) -> DocumentIndex | None:
     """The index --append or --embeddings writes, or None when neither is given (a normal build).
 
-    ``params`` are the ANN settings of an ``--embeddings`` build.
+    ``docs`` is read once; an append streams it, ``--embeddings`` makes it a list (its rows are
+    matched to the documents by position or id). ``params`` are the ANN settings of an
+    ``--embeddings`` build.
     """
     if args.append:
         from qrerank.index.update import append_documents
@@ -111,7 +113,7 @@ def run_update(
 
     ids = load_ids(args.embedding_ids) if args.embedding_ids is not None else None
     return build_index_from_embeddings(
-        docs,
+        list(docs),
         load_embeddings(args.embeddings),
         args.out,
         model=args.model,

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Iterable, Iterator
 
 from qrerank.cli._common import add_runtime_arg, number, out_dir, positive_float, positive_int, write
 from qrerank.cli._updates import add_update_args, resolve_model, run_update
-from qrerank.corpus import load_corpus
+from qrerank.corpus import iter_corpus
 from qrerank.embed.base import Encoder
 from qrerank.embed.models import DEFAULT_MODEL, load_encoder
 from qrerank.errors import InputError
 from qrerank.index.directory import INDEX_KINDS, build_index
 from qrerank.index.manifest import DTYPES, SPACES
+from qrerank.types import Document
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -151,10 +153,26 @@ def _encoder(args: argparse.Namespace) -> Encoder:
     )
 
 
+class _Counted:
+    """An iterable of documents that counts what was read from it (SRC is read lazily, once)."""
+
+    def __init__(self, docs: Iterable[Document]) -> None:
+        self.docs, self.n = docs, 0
+
+    def __iter__(self) -> Iterator[Document]:
+        for d in self.docs:
+            self.n += 1
+            yield d
+
+
 def run(args: argparse.Namespace) -> int:
-    """Runs ``qrerank index`` with the parsed ``args``; returns the exit code."""
+    """Runs ``qrerank index`` with the parsed ``args``; returns the exit code.
+
+    SRC is streamed: documents are read as the build stages them (``build_index``), not loaded
+    into a list first, except for ``--embeddings``, which pairs rows with ids.
+    """
     out = out_dir(args.out)
-    docs = load_corpus(args.src)
+    docs = _Counted(iter_corpus(args.src))  # a missing SRC fails here; a bad line when read
     resolve_model(args)
     params = index_params(args)
     t0 = time.perf_counter()
@@ -176,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
     lexical = "" if index.lexical is None else ", BM25"
     kind = index.manifest["index"]["kind"] + (", angle space" if index.space == "angles" else "")
     done = (
-        f"appended {len(docs)} documents, now {len(index)},"
+        f"appended {docs.n} documents, now {len(index)},"
         if args.append
         else f"indexed {len(index)} documents"
     )

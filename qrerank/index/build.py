@@ -1,12 +1,18 @@
 """Building index versions: from an encoder (streamed, resumable) or from precomputed embeddings.
 
-:func:`build_index` encodes chunk by chunk through ``qrerank.index.staging`` (bounded memory,
-progress with rate and ETA, resumes after a kill) and :func:`build_index_from_embeddings` takes
-the user's own ``[n, d]`` matrix (a memory-mapped ``.npy`` is read block by block). Both end in
-:func:`write_version`, which ``qrerank.index.update`` shares: the embeddings file is written from
-blocks, the FAISS index (hnsw/ivf only) is filled from that file block by block, then the texts,
-BM25 and the manifest with each file's size and sha256. Peak memory is one block of vectors,
-plus the FAISS index for hnsw/ivf, plus the documents and BM25 tokens (the corpus is a list).
+:func:`build_index` takes any iterable of documents and reads it once, into a staging store on
+disk (``qrerank.index.staging.stage_documents``, ids checked on the way); it then encodes chunk
+by chunk from that store (progress with rate and ETA, resumes after a kill) and
+:func:`build_index_from_embeddings` takes the user's own ``[n, d]`` matrix (a memory-mapped
+``.npy`` is read block by block). Both end in :func:`write_version`, which
+``qrerank.index.update`` shares: the embeddings file is written from blocks, the FAISS index
+(hnsw/ivf only) is filled from that file block by block, then the texts (streamed), BM25 and
+the manifest with each file's size and sha256.
+
+Peak memory of a streamed build: one chunk of texts and vectors, plus the FAISS index for
+hnsw/ivf, plus two per-document costs that are not texts: the set of ids
+(:class:`~qrerank.index.staging.UniqueIds`) and, with BM25, the (token, count) pairs and then the
+matrix of ``qrerank.index.lexical.BM25Builder`` (BENCHMARKS.md, Storage, has the measured bytes).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +37,7 @@ from qrerank.embed.base import Encoder
 from qrerank.embed.runtime import encoder_runtime
 from qrerank.errors import IndexFormatError, InputError
 from qrerank.index.formats import FLOAT_CODES, map_tensors, write_matrix
-from qrerank.index.lexical import BM25Scorer, check_bm25_available, save_bm25
+from qrerank.index.lexical import BM25Matrix, bm25_matrix, check_bm25_available, save_bm25
 from qrerank.index.manifest import (
     DATA_FILE,
     DOCS_FILE,
@@ -48,9 +54,17 @@ from qrerank.index.manifest import (
     vector_file,
 )
 from qrerank.index.matrix import BLOCK, iter_blocks, unit_rows
-from qrerank.index.staging import DEFAULT_CHUNK, Staged, clear_staging, encode_staged
+from qrerank.index.staging import (
+    DEFAULT_CHUNK,
+    Staged,
+    StagedDocs,
+    UniqueIds,
+    clear_staging,
+    encode_staged,
+    stage_documents,
+)
 from qrerank.index.store import write_store
-from qrerank.index.versions import POINTER, Draft, is_own_entry, publish
+from qrerank.index.versions import POINTER, STAGING, Draft, is_own_entry, publish
 from qrerank.types import Document
 
 if TYPE_CHECKING:
@@ -102,11 +116,9 @@ def check_ids(docs: Sequence[Document]) -> None:
     """A non-empty corpus with unique ids; InputError naming the first repeated id."""
     if not docs:
         raise InputError("cannot index an empty corpus")
-    seen: set[str] = set()
+    ids = UniqueIds()
     for d in docs:
-        if d.doc_id in seen:
-            raise InputError(f"duplicate document id {d.doc_id!r}")
-        seen.add(d.doc_id)
+        ids.add(d.doc_id)
 
 
 def check_target(out: Path) -> None:
@@ -122,7 +134,7 @@ def check_target(out: Path) -> None:
 
 
 def build_index(
-    docs: Sequence[Document],
+    docs: Iterable[Document],
     encoder: Encoder,
     out: str | os.PathLike[str],
     *,
@@ -139,7 +151,10 @@ def build_index(
 ) -> DocumentIndex:
     """Encode ``docs``, publish them as a new version of the index at ``out``, return it loaded.
 
-    Encoding runs ``chunk_size`` documents at a time and resumes from the chunks a killed or
+    ``docs`` is any iterable (a list, or ``qrerank.corpus.iter_corpus`` reading a file lazily),
+    read once into a staging store on disk with its ids checked (a repeat or an empty corpus is
+    an InputError, before any encoding), so the build holds no texts. Encoding runs
+    ``chunk_size`` documents at a time and resumes from the chunks a killed or
     failed run finished (``qrerank.index.staging``). ``dtype`` float16 stores the embeddings
     at half the size (BENCHMARKS.md, Storage, gives its quality cost). ``space`` "angles" makes
     the first stage search the Bloch angles (by fidelity, ``DocumentIndex.search``) instead of
@@ -150,12 +165,8 @@ def build_index(
     ``lock_timeout`` bounds the wait for another writer of ``out`` (then IndexBusyError).
     """
     out = Path(out)
-    check_ids(docs)
     check_target(out)
     check_options(kind, dtype, lexical, space)
-    staged, encode_s = _encode_docs(
-        docs, encoder, out, batch_size=batch_size, chunk_size=chunk_size, show_progress=show_progress
-    )
     spec = IndexSpec(
         model=encoder.name,
         runtime=encoder_runtime(encoder),  # None: an encoder with one runtime (hashing)
@@ -168,30 +179,30 @@ def build_index(
         lexical=lexical,
         space=space,
     )
-    draft = _publish_docs(out, spec, docs, staged.blocks, encode_s, lock_timeout)
+    with stage_documents(docs, out, show_progress=show_progress) as staged_docs:
+        staged, encode_s = _encode_docs(staged_docs, encoder, out, batch_size, chunk_size, show_progress)
+        draft = _publish_docs(out, spec, staged_docs, staged.blocks, encode_s, lock_timeout)
     clear_staging(out)
-    log.info("indexed %d docs with %s in %.1fs -> %s", len(docs), encoder.name, encode_s, draft.version)
+    log.info(
+        "indexed %d docs with %s in %.1fs -> %s", staged_docs.count, encoder.name, encode_s, draft.version
+    )
     return open_published(out, draft)
 
 
 def _encode_docs(
-    docs: Sequence[Document],
-    encoder: Encoder,
-    out: Path,
-    *,
-    batch_size: int,
-    chunk_size: int,
-    show_progress: bool,
+    docs: StagedDocs, encoder: Encoder, out: Path, batch_size: int, chunk_size: int, show_progress: bool
 ) -> tuple[Staged, float]:
     """The staged embeddings of ``docs`` (resuming a killed run's chunks) and the seconds they took."""
     t0 = time.perf_counter()
     staged = encode_staged(
-        [d.content for d in docs],
+        docs.contents(),
         encoder,
         out,
         batch_size=batch_size,
         chunk_size=chunk_size,
         show_progress=show_progress,
+        total=docs.count,
+        texts_of=docs.reread,
     )
     return staged, time.perf_counter() - t0
 
@@ -199,18 +210,24 @@ def _encode_docs(
 def _publish_docs(
     out: Path,
     spec: IndexSpec,
-    docs: Sequence[Document],
+    docs: StagedDocs | Sequence[Document],
     blocks: Callable[[], Iterator[np.ndarray]],
     encode_s: float,
     lock_timeout: float,
 ) -> Draft:
     """Publish ``docs`` with the embeddings of ``blocks()`` as a new version of ``out``; its draft.
 
-    BM25 (when ``spec.lexical``) is built before the writer lock is taken.
+    The documents are read twice, for BM25 (when ``spec.lexical``, before the writer lock is
+    taken; staged documents spill its token pairs to the staging folder) and into the
+    version's text store.
     """
-    bm25 = BM25Scorer(docs) if spec.lexical else None
+    staged = isinstance(docs, StagedDocs)
+    count, documents = (docs.count, docs.documents) if staged else (len(docs), lambda: iter(docs))
+    bm25 = None
+    if spec.lexical:
+        bm25 = bm25_matrix((d.content for d in documents()), spill=out / STAGING if staged else None)
     with publish(out, lock_timeout=lock_timeout, legacy_files=LEGACY_FILES) as draft:
-        write_version(draft.tmp, spec, len(docs), blocks, lambda p: write_store(p, docs), bm25, encode_s)
+        write_version(draft.tmp, spec, count, blocks, lambda p: write_store(p, documents()), bm25, encode_s)
     return draft
 
 
@@ -323,7 +340,7 @@ def write_version(
     count: int,
     blocks: Callable[[], Iterator[np.ndarray]],
     write_docs: Callable[[Path], None],
-    bm25: BM25Scorer | None,
+    bm25: BM25Matrix | None,
     encode_s: float,
     ann: FaissIndex | None = None,
     ann_from: int = 0,

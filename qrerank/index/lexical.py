@@ -7,8 +7,18 @@ Okapi BM25, Lucene variant, with Anserini's defaults k1 = 0.9, b = 0.4::
 
 Tokens come from bm25s' tokenizer (lowercased runs of 2+ word characters), English stopwords
 removed, Snowball English stemmer (PyStemmer); the text of a document is ``Document.content``
-(title and body). bm25s computes every term of the sum at index time into a sparse
+(title and body). Every term of the sum is computed at index time into a sparse
 ``[vocab x docs]`` matrix in CSC layout, so a query costs one column gather per query term.
+
+:class:`BM25Builder` builds that matrix from documents fed a chunk at a time: bm25s' own
+``BM25.index`` needs every document's tokens at once (its ``build_index_from_ids`` walks the
+token lists three times: lengths, document frequencies, then the terms), so the builder keeps,
+per document, only its length and its (token id, count) pairs as int32 arrays (8 bytes per
+distinct term of a document; no text), in memory or spilled to a temporary file, and computes
+the same float32 terms as bm25s 0.3, bit for bit, when all are in (``tests/unit/test_lexical.py``
+holds it against ``BM25.index``).
+Token ids follow the order in which tokens first occur, so a build does not depend on
+``PYTHONHASHSEED`` (bm25s numbers a chunk's stems in set order).
 
 On disk (``lexical.safetensors`` in an index version folder; safetensors, so nothing is
 unpickled)::
@@ -28,11 +38,15 @@ sources.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
-from collections.abc import Sequence
+import math
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from safetensors.numpy import save_file
@@ -44,6 +58,7 @@ from qrerank.index.manifest import LEXICAL_FIXED
 from qrerank.types import Document
 
 BM25_K1, BM25_B = 0.9, 0.4
+CHUNK = 4096  # documents tokenised per bm25s call
 EXTRA = "lexical"  # the pip extra that ships bm25s and PyStemmer (eval and all include it)
 
 
@@ -86,41 +101,172 @@ class BM25Matrix:
         return "".join(f"{t}\n" for t in self.vocab).encode("utf-8")
 
 
+class _Pairs:
+    """Each added chunk's int32 arrays (token ids, counts, pairs per doc, lengths), in order.
+
+    Held in memory, or written to ``file`` (a temporary file) and read back one chunk at a time
+    by :meth:`drain`.
+    """
+
+    def __init__(self, file: BinaryIO | None) -> None:
+        self._file = file
+        self._chunks: list[tuple[np.ndarray, ...]] = []
+        self._sizes: list[tuple[int, ...]] = []
+
+    def append(self, arrays: tuple[np.ndarray, ...]) -> None:
+        if self._file is None:
+            self._chunks.append(arrays)
+            return
+        self._sizes.append(tuple(len(a) for a in arrays))
+        for a in arrays:
+            self._file.write(np.ascontiguousarray(a, dtype=np.int32).tobytes())
+
+    def drain(self) -> Iterator[tuple[np.ndarray, ...]]:
+        """The chunks in order, each let go once the next is asked for; empty afterwards."""
+        if self._file is None:
+            while self._chunks:
+                yield self._chunks.pop(0)
+            return
+        self._file.seek(0)
+        while self._sizes:
+            yield tuple(np.fromfile(self._file, dtype=np.int32, count=n) for n in self._sizes.pop(0))
+        self._file.truncate(0)
+
+
+class BM25Builder:
+    """The BM25 matrix of documents added a chunk at a time, in row order (see the module docstring).
+
+    Memory: the vocabulary and its document frequencies, per document its length (4 bytes)
+    and its distinct terms (8 bytes each: token id and count, int32), unless ``spill`` (an open
+    temporary file) holds those; :meth:`matrix` then fills the 8-byte (term, row) entries of
+    the result, reading the pairs back a chunk at a time.
+    """
+
+    def __init__(self, *, k1: float = BM25_K1, b: float = BM25_B, spill: BinaryIO | None = None) -> None:
+        self._bm25s, stemmer = require_bm25()
+        self._stemmer = stemmer.Stemmer(LEXICAL_FIXED["stemmer"])
+        self.k1, self.b = k1, b
+        self._vocab: dict[str, int] = {}
+        self._pairs = _Pairs(spill)
+        self._df = np.zeros(0, dtype=np.int64)
+        self._n = 0
+        self._tokens = 0
+
+    def add(self, texts: Sequence[str]) -> None:
+        """Tokenise ``texts`` (the next rows) and keep their (token id, count) pairs."""
+        if not texts:
+            return
+        tok = self._bm25s.tokenize(
+            list(texts), stopwords=LEXICAL_FIXED["stopwords"], stemmer=self._stemmer, show_progress=False
+        )
+        lengths = np.fromiter((len(ids) for ids in tok.ids), dtype=np.int64, count=len(texts))
+        flat = np.fromiter(itertools.chain.from_iterable(tok.ids), dtype=np.int64, count=int(lengths.sum()))
+        pairs, tf = np.unique(
+            np.repeat(np.arange(len(texts)), lengths) << 32 | self._global_ids(tok.vocab, flat),
+            return_counts=True,
+        )  # sorted by (doc, token)
+        terms = (pairs & 0xFFFFFFFF).astype(np.int32)
+        per_doc = np.bincount(pairs >> 32, minlength=len(texts))
+        self._pairs.append((terms, tf.astype(np.int32), per_doc.astype(np.int32), lengths.astype(np.int32)))
+        self._df = np.concatenate([self._df, np.zeros(len(self._vocab) - len(self._df), dtype=np.int64)])
+        self._df += np.bincount(terms, minlength=len(self._vocab))
+        self._n += len(texts)
+        self._tokens += int(lengths.sum())
+
+    def _global_ids(self, local: dict[str, int], flat: np.ndarray) -> np.ndarray:
+        """``flat`` (a chunk's bm25s token ids) as this builder's ids, new tokens numbered by first occurrence."""
+        stem_of = [""] * len(local)
+        for stem, i in local.items():
+            stem_of[i] = stem
+        ids, first = np.unique(flat, return_index=True)
+        remap = np.zeros(len(local), dtype=np.int64)
+        for i in ids[np.argsort(first)].tolist():
+            remap[i] = self._vocab.setdefault(stem_of[i], len(self._vocab))
+        return remap[flat]
+
+    def __len__(self) -> int:
+        return self._n
+
+    def matrix(self) -> BM25Matrix:
+        """The CSC matrix of every document added; the builder is empty afterwards.
+
+        The terms are bm25s' (method lucene): idf = log(1 + (N - df + 0.5) / (df + 0.5)) in
+        float64 (``math.log``) stored as float32, times tf / (k1 * (1 - b + b * |d| / avgdl) + tf)
+        in float64, rounded to float32.
+        """
+        n, vocab, df = self._n, tuple(self._vocab), self._df
+        indptr = np.zeros(len(vocab) + 1, dtype=np.int64)
+        np.cumsum(df, out=indptr[1:])
+        idf = np.array([math.log(1 + (n - f + 0.5) / (f + 0.5)) for f in df.tolist()], dtype=np.float32)
+        avgdl = np.float64(self._tokens) / n if n else np.float64(0)
+        data = np.empty(int(indptr[-1]), dtype=np.float32)
+        indices = np.empty(int(indptr[-1]), dtype=np.int32)
+        cursor, row = indptr[:-1].copy(), 0
+        for terms, tf, per_doc, lengths in self._pairs.drain():
+            rows = np.repeat(np.arange(row, row + len(per_doc), dtype=np.int32), per_doc)
+            denom = self.k1 * ((1 - self.b) + self.b * np.repeat(lengths.astype(np.int64), per_doc) / avgdl)
+            tf32 = tf.astype(np.float32)
+            values = (idf[terms] * (tf32 / (denom + tf32))).astype(np.float32)
+            order = np.argsort(terms, kind="stable")  # (token, row) order: each column's rows ascending
+            sorted_terms = terms[order]
+            rank = np.arange(len(order)) - np.searchsorted(sorted_terms, sorted_terms)
+            at = cursor[sorted_terms] + rank
+            data[at], indices[at] = values[order], rows[order]
+            ids, counts = np.unique(sorted_terms, return_counts=True)
+            cursor[ids] += counts
+            row += len(per_doc)
+        self._vocab, self._df, self._n, self._tokens = {}, np.zeros(0, dtype=np.int64), 0, 0
+        return BM25Matrix(data, indices, indptr, vocab, n, self.k1, self.b)
+
+
+def bm25_matrix(
+    texts: Iterable[str], *, k1: float = BM25_K1, b: float = BM25_B, spill: Path | None = None
+) -> BM25Matrix:
+    """The BM25 matrix of ``texts`` (row i = the i-th), tokenised CHUNK at a time.
+
+    With ``spill`` (a folder), the (token, count) pairs wait in an unnamed temporary file there
+    instead of in memory, about 8 bytes per distinct term of a document.
+    """
+    with contextlib.ExitStack() as stack:
+        file = stack.enter_context(tempfile.TemporaryFile(dir=spill)) if spill is not None else None
+        builder = BM25Builder(k1=k1, b=b, spill=file)
+        it = iter(texts)
+        while chunk := list(itertools.islice(it, CHUNK)):
+            builder.add(chunk)
+        return builder.matrix()
+
+
 class BM25Scorer:
     """BM25 over a document collection with ``bm25s``; ``scores(query)`` covers every document.
 
     ``row`` maps doc_id -> row (the order given); empty for a scorer restored from an index
-    folder, whose rows are the index rows.
+    folder, whose rows are the index rows. The matrix comes from :class:`BM25Builder`.
     """
 
-    def __init__(self, docs: Sequence[Document], *, k1: float = BM25_K1, b: float = BM25_B) -> None:
-        bm25s, stemmer = require_bm25()
-        self._bm25s = bm25s
-        self._stemmer = stemmer.Stemmer(LEXICAL_FIXED["stemmer"])
-        self.row = {d.doc_id: i for i, d in enumerate(docs)}
-        tokens = bm25s.tokenize(
-            [d.content for d in docs],
-            stopwords=LEXICAL_FIXED["stopwords"],
-            stemmer=self._stemmer,
-            show_progress=False,
-        )
-        self._model = bm25s.BM25(k1=k1, b=b, method=LEXICAL_FIXED["method"])
-        self._n = len(docs)
-        self.k1, self.b = k1, b
-        if tokens.vocab:
-            self._model.index(tokens, show_progress=False)
-        else:  # no document has a token (bm25s cannot index that): every score is 0
-            self._model = None
+    def __init__(self, docs: Iterable[Document], *, k1: float = BM25_K1, b: float = BM25_B) -> None:
+        self.row: dict[str, int] = {}
+
+        def contents() -> Iterator[str]:
+            for i, d in enumerate(docs):
+                self.row[d.doc_id] = i
+                yield d.content
+
+        self._setup(bm25_matrix(contents(), k1=k1, b=b))
 
     @classmethod
     def from_matrix(cls, matrix: BM25Matrix) -> BM25Scorer:
         """A scorer over precomputed terms (e.g. read from an index folder); scores as built."""
-        bm25s, stemmer = require_bm25()
         self = cls.__new__(cls)
+        self.row = {}
+        self._setup(matrix)
+        return self
+
+    def _setup(self, matrix: BM25Matrix) -> None:
+        bm25s, stemmer = require_bm25()
         self._bm25s, self._stemmer = bm25s, stemmer.Stemmer(LEXICAL_FIXED["stemmer"])
-        self.row, self._n, self.k1, self.b = {}, matrix.num_docs, matrix.k1, matrix.b
+        self._matrix, self._n, self.k1, self.b = matrix, matrix.num_docs, matrix.k1, matrix.b
         self._model = None
-        if matrix.vocab:
+        if matrix.vocab:  # else no document has a token: every score is 0
             model = bm25s.BM25(k1=matrix.k1, b=matrix.b, method=LEXICAL_FIXED["method"])
             model.scores = {
                 "data": matrix.data,
@@ -131,32 +277,13 @@ class BM25Scorer:
             model.vocab_dict = {t: i for i, t in enumerate(matrix.vocab)}
             model.nonoccurrence_array = None  # only bm25l / bm25+ have one
             self._model = model
-        return self
 
     def __len__(self) -> int:
         return self._n
 
     def matrix(self) -> BM25Matrix:
-        """The precomputed terms, for saving; bm25s' extra empty token "" (no column) is left out."""
-        if self._model is None:
-            empty = np.zeros(0, dtype=np.float32)
-            return BM25Matrix(
-                empty, np.zeros(0, np.int32), np.zeros(1, np.int64), (), self._n, self.k1, self.b
-            )
-        scores = self._model.scores
-        indptr = np.asarray(scores["indptr"], dtype=np.int64)
-        by_id = {i: t for t, i in self._model.vocab_dict.items() if i < len(indptr) - 1}
-        if sorted(by_id) != list(range(len(indptr) - 1)) or any(not t or "\n" in t for t in by_id.values()):
-            raise RuntimeError("bm25s vocabulary is not the ids 0..V-1 of non-empty tokens")
-        return BM25Matrix(
-            np.asarray(scores["data"], dtype=np.float32),
-            np.asarray(scores["indices"], dtype=np.int32),
-            indptr,
-            tuple(by_id[i] for i in range(len(by_id))),
-            self._n,
-            self.k1,
-            self.b,
-        )
+        """The precomputed terms, for saving."""
+        return self._matrix
 
     def tokens(self, query: str) -> list[str]:
         """The query's terms as the index sees them (stopwords dropped, stemmed)."""
@@ -197,9 +324,8 @@ def top_rows(scores: np.ndarray, k: int) -> np.ndarray:
     return hits[np.lexsort((hits, -scores[hits]))].astype(np.int64)
 
 
-def save_bm25(path: Path, scorer: BM25Scorer) -> dict[str, Any]:
+def save_bm25(path: Path, m: BM25Matrix) -> dict[str, Any]:
     """Write ``lexical.safetensors``; returns the manifest's ``lexical`` object."""
-    m = scorer.matrix()
     vocab = m.vocab_bytes()
     save_file(
         {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from qrerank.errors import IndexFormatError
@@ -30,18 +30,30 @@ LIMIT 1
 """
 
 
-def write_store(path: Path, docs: Iterable[Document]) -> None:
-    """Write documents to a new SQLite file, rows numbered from 0 in order."""
+def write_store(path: Path, docs: Iterable[Document]) -> int:
+    """Write documents to a new SQLite file, rows numbered from 0 in order; returns the row count.
+
+    ``docs`` is consumed one document at a time (one transaction; SQLite's page cache, about
+    2 MB, bounds what is held), so an iterator streams any number of documents to disk.
+    """
+    count = 0
+
+    def rows() -> Iterator[tuple[int, str, str, str, str]]:
+        nonlocal count
+        for i, d in enumerate(docs):
+            count = i + 1
+            yield i, d.doc_id, d.title, d.text, json.dumps(d.metadata)
+
     conn = sqlite3.connect(path)
     try:
         conn.execute(_SCHEMA)
         with conn:
             conn.executemany(
-                "INSERT INTO docs (row, doc_id, title, text, metadata) VALUES (?, ?, ?, ?, ?)",
-                ((i, d.doc_id, d.title, d.text, json.dumps(d.metadata)) for i, d in enumerate(docs)),
+                "INSERT INTO docs (row, doc_id, title, text, metadata) VALUES (?, ?, ?, ?, ?)", rows()
             )
     finally:
         conn.close()
+    return count
 
 
 def copy_store(src: Path, dst: Path, *, drop: Iterable[int] = (), append: Iterable[Document] = ()) -> int:
@@ -154,10 +166,18 @@ class DocStore:
         return found
 
     def all_documents(self) -> list[Document]:
-        """Every document in row order (for rebuilding BM25 over the stored texts)."""
+        """Every document in row order (:meth:`iter_documents` streams them instead)."""
+        return list(self.iter_documents())
+
+    def iter_documents(self, start: int = 0, stop: int | None = None) -> Iterator[Document]:
+        """The documents of rows ``start:stop`` in row order, read as they are consumed."""
         try:
-            rows = self._conn.execute("SELECT row, doc_id, title, text, metadata FROM docs ORDER BY row")
-            return [self._document(r, i, t, x, m) for r, i, t, x, m in rows]
+            rows = self._conn.execute(
+                "SELECT row, doc_id, title, text, metadata FROM docs WHERE row >= ? AND row < ? ORDER BY row",
+                (start, (1 << 62) if stop is None else stop),
+            )
+            for r, i, t, x, m in rows:
+                yield self._document(r, i, t, x, m)
         except sqlite3.Error as exc:
             raise IndexFormatError(f"cannot read documents from {self.path}: {exc}") from exc
 

@@ -16,7 +16,12 @@ What is reused and what is rebuilt:
   (FAISS's HNSW cannot remove); ``ivf``: the trained lists are kept, an append adds, a delete
   re-adds the remaining vectors (row numbers shift), neither retrains;
 * texts: SQLite copies the kept rows (renumbered from 0, order kept) and appends the new ones;
-* BM25: rebuilt from the stored texts of the new version (its IDF depends on every document).
+* BM25: rebuilt from the stored texts of the new version (its IDF depends on every document),
+  read from the stores a chunk at a time.
+
+An append reads its documents (any iterable) once, into a staging store like a build
+(``qrerank.index.staging.stage_documents``), so neither the new texts nor the stored ones are
+held in memory.
 
 So an append or delete of ``flat``/``exact`` gives the same index as a fresh build of the
 resulting documents in the same order; hnsw/ivf give equivalent ANN structures, not identical.
@@ -28,7 +33,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,21 +41,15 @@ import numpy as np
 from qrerank.embed.base import Encoder
 from qrerank.embed.runtime import encoder_runtime
 from qrerank.errors import InputError
-from qrerank.index.build import (
-    LEGACY_FILES,
-    IndexSpec,
-    check_ids,
-    open_published,
-    write_version,
-)
+from qrerank.index.build import LEGACY_FILES, IndexSpec, open_published, write_version
 from qrerank.index.directory import DocumentIndex
 from qrerank.index.faiss import FaissIndex
-from qrerank.index.lexical import BM25Scorer
+from qrerank.index.lexical import bm25_matrix
 from qrerank.index.manifest import DOCS_FILE, vector_file
 from qrerank.index.matrix import iter_blocks
-from qrerank.index.staging import DEFAULT_CHUNK, clear_staging, encode_staged
+from qrerank.index.staging import DEFAULT_CHUNK, StagedDocs, clear_staging, encode_staged, stage_documents
 from qrerank.index.store import copy_store
-from qrerank.index.versions import publish
+from qrerank.index.versions import STAGING, publish
 from qrerank.types import Document
 
 log = logging.getLogger(__name__)
@@ -92,11 +91,17 @@ def _check_encoder(index: DocumentIndex, encoder: Encoder) -> None:
         )
 
 
-def _check_new_ids(index: DocumentIndex, docs: Sequence[Document]) -> None:
-    taken = index.store.rows_of(d.doc_id for d in docs)
-    if taken:
-        first = next(d.doc_id for d in docs if d.doc_id in taken)
-        more = f" (and {len(taken) - 1} more of the new ids)" if len(taken) > 1 else ""
+def _check_new_ids(index: DocumentIndex, docs: StagedDocs) -> None:
+    """No id of ``docs`` may be in ``index`` (looked up a chunk at a time); InputError naming the first."""
+    first, taken = None, 0
+    it = docs.documents()
+    while chunk := [d.doc_id for d in itertools.islice(it, DEFAULT_CHUNK)]:
+        found = index.store.rows_of(chunk)
+        if found:
+            first = first or next(i for i in chunk if i in found)
+            taken += len(found)
+    if first is not None:
+        more = f" (and {taken - 1} more of the new ids)" if taken > 1 else ""
         raise InputError(
             f"document id {first!r} is already in the index {index.path}{more}; nothing was written"
         )
@@ -104,7 +109,7 @@ def _check_new_ids(index: DocumentIndex, docs: Sequence[Document]) -> None:
 
 def append_documents(
     out: str | os.PathLike[str],
-    docs: Sequence[Document],
+    docs: Iterable[Document],
     encoder: Encoder,
     *,
     batch_size: int = 64,
@@ -114,52 +119,78 @@ def append_documents(
 ) -> DocumentIndex:
     """Add ``docs`` (ids new to the index) at the end of the index at ``out``; return it loaded.
 
-    Only ``docs`` are encoded. A repeated or existing id is an InputError naming it, raised
-    before any encoding and checked again under the lock.
+    ``docs`` is any iterable, read once (into a staging store). Only ``docs`` are encoded. A
+    repeated or existing id is an InputError naming it, raised before any encoding and checked
+    again under the lock.
     """
     out = Path(out)
-    check_ids(docs)
+    _check_encoder_of(out, encoder)
+    with stage_documents(docs, out, show_progress=show_progress) as new:
+        base = DocumentIndex.load(out)
+        try:
+            _check_new_ids(base, new)
+        finally:
+            base.close()
+        t0 = time.perf_counter()
+        staged = encode_staged(
+            new.contents(),
+            encoder,
+            out,
+            batch_size=batch_size,
+            chunk_size=chunk_size,
+            show_progress=show_progress,
+            total=new.count,
+            texts_of=new.reread,
+        )
+        encode_s = time.perf_counter() - t0
+        with publish(out, lock_timeout=lock_timeout, legacy_files=LEGACY_FILES) as draft:
+            _write_appended(draft.tmp, out, encoder, new, staged.blocks, encode_s)
+    clear_staging(out)
+    log.info("appended %d docs to %s -> %s", new.count, out, draft.version)
+    return open_published(out, draft)
+
+
+def _check_encoder_of(out: Path, encoder: Encoder) -> None:
     base = DocumentIndex.load(out)
     try:
         _check_encoder(base, encoder)
-        _check_new_ids(base, docs)
     finally:
         base.close()
-    t0 = time.perf_counter()
-    staged = encode_staged(
-        [d.content for d in docs],
-        encoder,
-        out,
-        batch_size=batch_size,
-        chunk_size=chunk_size,
-        show_progress=show_progress,
-    )
-    encode_s = time.perf_counter() - t0
-    with publish(out, lock_timeout=lock_timeout, legacy_files=LEGACY_FILES) as draft:
-        base = DocumentIndex.load(out)  # the live version, now that no writer can change it
-        try:
-            _check_encoder(base, encoder)
-            _check_new_ids(base, docs)
-            spec = spec_of(base)
-            bm25 = BM25Scorer([*base.store.all_documents(), *docs]) if spec.lexical else None
-            ann = base.vectors if vector_file(spec.kind, space=spec.space) is not None else None
-            assert ann is None or isinstance(ann, FaissIndex)
-            write_version(
-                draft.tmp,
-                spec,
-                len(base) + len(docs),
-                lambda: itertools.chain(iter_blocks(base.embeddings), staged.blocks()),
-                lambda path: _copy_docs(base, path, append=docs),
-                bm25,
-                encode_s,
-                ann=ann,
-                ann_from=len(base),
-            )
-        finally:
-            base.close()
-    clear_staging(out)
-    log.info("appended %d docs to %s -> %s", len(docs), out, draft.version)
-    return open_published(out, draft)
+
+
+def _write_appended(
+    tmp: Path,
+    out: Path,
+    encoder: Encoder,
+    new: StagedDocs,
+    blocks: Callable[[], Iterator[np.ndarray]],
+    encode_s: float,
+) -> None:
+    """Write into draft ``tmp`` the live version of ``out`` (re-read under the lock) plus ``new``."""
+    base = DocumentIndex.load(out)  # the live version, now that no writer can change it
+    try:
+        _check_encoder(base, encoder)
+        _check_new_ids(base, new)
+        spec = spec_of(base)
+        bm25 = None
+        if spec.lexical:
+            texts = (d.content for d in itertools.chain(base.store.iter_documents(), new.documents()))
+            bm25 = bm25_matrix(texts, spill=out / STAGING)
+        ann = base.vectors if vector_file(spec.kind, space=spec.space) is not None else None
+        assert ann is None or isinstance(ann, FaissIndex)
+        write_version(
+            tmp,
+            spec,
+            len(base) + new.count,
+            lambda: itertools.chain(iter_blocks(base.embeddings), blocks()),
+            lambda path: _copy_docs(base, path, append=new.documents()),
+            bm25,
+            encode_s,
+            ann=ann,
+            ann_from=len(base),
+        )
+    finally:
+        base.close()
 
 
 def delete_documents(
@@ -191,8 +222,8 @@ def delete_documents(
             spec = spec_of(base)
             bm25 = None
             if spec.lexical:
-                kept = [d for d, k in zip(base.store.all_documents(), keep, strict=True) if k]
-                bm25 = BM25Scorer(kept)
+                kept = (d.content for d, k in zip(base.store.iter_documents(), keep, strict=True) if k)
+                bm25 = bm25_matrix(kept, spill=out)  # an unnamed temporary file
             ann = None
             if spec.kind == "ivf":  # keep the trained lists; row numbers shift, so re-add them all
                 assert isinstance(base.vectors, FaissIndex)
@@ -222,7 +253,7 @@ def _kept_blocks(embeddings: np.ndarray, keep: np.ndarray) -> Iterator[np.ndarra
 
 
 def _copy_docs(
-    base: DocumentIndex, path: Path, *, drop: Sequence[int] | np.ndarray = (), append: Sequence[Document] = ()
+    base: DocumentIndex, path: Path, *, drop: Sequence[int] | np.ndarray = (), append: Iterable[Document] = ()
 ) -> None:
     assert base.version_dir is not None
     copy_store(base.version_dir / DOCS_FILE, path, drop=drop, append=append)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +14,17 @@ import numpy as np
 import pytest
 
 from qrerank.cli import main
+from qrerank.corpus import iter_corpus
 from qrerank.embed.cache import cache_key
 from qrerank.embed.hashing import HashingEncoder
 from qrerank.errors import InputError
 from qrerank.index.build import build_index_from_embeddings
 from qrerank.index.directory import DocumentIndex, build_index
-from qrerank.index.staging import chunk_key
+from qrerank.index.staging import chunk_key, clear_staging, stage_documents
+from qrerank.index.store import write_store
+from qrerank.index.update import append_documents
+from qrerank.rerank.pipeline import SearchPipeline
+from qrerank.rerank.reranker import Reranker
 from qrerank.types import Document
 
 DIM = 32
@@ -156,3 +164,131 @@ def test_cli_embeddings_and_ids(tmp_path: Path, capsys: pytest.CaptureFixture[st
     bad = [*common, "--out", str(tmp_path / "x"), "--embeddings", str(tmp_path / "obj.npy")]
     assert main(bad) == 2
     assert "Python objects in dtype" in capsys.readouterr().err  # never unpickled
+
+
+# --- a stream of documents builds the same index as a list ------------------------------------
+
+
+def stream(docs: Sequence[Document]) -> Iterator[Document]:
+    """``docs`` as a one-shot generator: no len(), no indexing, readable once."""
+    yield from docs
+
+
+def version_files(index: DocumentIndex) -> dict[str, bytes]:
+    assert index.version_dir is not None
+    return {p.name: p.read_bytes() for p in sorted(index.version_dir.iterdir()) if p.name != "manifest.json"}
+
+
+def hits(index: DocumentIndex) -> list[list[tuple[str, str, float]]]:
+    pipe = SearchPipeline(index, Reranker(HashingEncoder(DIM)))
+    return [
+        [(h.doc_id, h.text, round(h.score, 6)) for h in pipe.search(q, k=20, top_n=10, method=method)]
+        for q in ("doc 5 w5", "t2 v1 w3")
+        for method in ("hybrid", "cosine", "lexical", "fused")
+    ]
+
+
+def write_jsonl(path: Path, docs: Sequence[Document]) -> Path:
+    path.write_text(
+        "".join(
+            json.dumps({"_id": d.doc_id, "title": d.title, "text": d.text, **d.metadata}) + "\n" for d in docs
+        )
+    )
+    return path
+
+
+@pytest.mark.parametrize("kind", ["exact", "flat"])
+def test_a_streamed_build_equals_the_list_build(tmp_path: Path, kind: str) -> None:
+    docs = [
+        Document(doc_id=d.doc_id, title=d.title, text=d.text, metadata={"i": i})
+        for i, d in enumerate(corpus(57))
+    ]
+    listed = build_index(docs, HashingEncoder(DIM), tmp_path / "list", kind=kind, chunk_size=CHUNK)
+    streamed = build_index(
+        stream(docs), HashingEncoder(DIM), tmp_path / "stream", kind=kind, chunk_size=CHUNK
+    )
+    src = write_jsonl(tmp_path / "docs.jsonl", docs)
+    from_file = build_index(
+        iter_corpus(src), HashingEncoder(DIM), tmp_path / "file", kind=kind, chunk_size=CHUNK
+    )
+    for other in (streamed, from_file):
+        same_index(listed, other)  # ids, texts, embeddings, manifest (every file's sha256) and search
+        assert version_files(other) == version_files(listed)  # embeddings, texts, BM25: byte for byte
+        assert hits(other) == hits(listed)
+    files = version_files(listed)
+    expected = HashingEncoder(DIM).encode([d.content for d in docs])  # what one call on the list gives
+    assert np.array_equal(np.asarray(listed.embeddings), expected)
+    write_store(tmp_path / "one-shot.sqlite", docs)  # the text store as one write of the list makes it
+    assert files["docs.sqlite"] == (tmp_path / "one-shot.sqlite").read_bytes()
+    assert listed.documents(list(range(57))) == docs
+
+
+def test_a_stream_with_a_repeated_id_is_refused_before_encoding(tmp_path: Path) -> None:
+    enc = Counting(DIM)
+    docs = [*corpus(25), Document(doc_id="d3", text="again")]
+    with pytest.raises(InputError, match="duplicate document id 'd3'"):
+        build_index(stream(docs), enc, tmp_path / "idx", chunk_size=CHUNK)
+    assert enc.texts == [] and not (tmp_path / "idx").exists()  # nothing encoded, nothing left
+    with pytest.raises(InputError, match="empty corpus"):
+        build_index(stream([]), enc, tmp_path / "idx")
+    assert not (tmp_path / "idx").exists()
+
+
+KILLED_STREAM = """
+import os, signal, sys
+from qrerank.embed.hashing import HashingEncoder
+from qrerank.index.directory import build_index
+from qrerank.types import Document
+
+class Dies(HashingEncoder):  # SIGKILL (no cleanup at all) when the 4th chunk is encoded
+    calls = 0
+    def encode(self, texts, **kw):
+        Dies.calls += 1
+        if Dies.calls == 4:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().encode(texts, **kw)
+
+docs = (Document(doc_id=f"d{i}", title=f"t{i % 4}", text=f"doc {i} w{i % 7} v{i % 3}") for i in range(60))
+build_index(docs, Dies(32), sys.argv[1], kind="flat", chunk_size=10)
+"""
+
+
+def test_a_killed_streamed_build_resumes_without_re_encoding(tmp_path: Path) -> None:
+    out = tmp_path / "idx"
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(KILLED_STREAM), str(out)], timeout=120)
+    assert proc.returncode == -9
+    staged = sorted(p.name for p in (out / ".staging").iterdir())
+    assert len([n for n in staged if n.endswith(".safetensors")]) == 3  # chunks 1-3 finished
+    assert any(n.startswith("docs-") for n in staged)  # the dead build's staged texts, left behind
+    rerun = Counting(DIM)
+    index = build_index(stream(corpus()), rerun, out, kind="flat", chunk_size=CHUNK)
+    assert rerun.texts == [d.content for d in corpus()[3 * CHUNK :]]  # only the unfinished chunks
+    assert not (out / ".staging").exists()  # the leftovers went with the publish
+    same_index(index, build_index(corpus(), HashingEncoder(DIM), tmp_path / "clean", kind="flat"))
+
+
+def test_staged_documents_survive_another_builds_cleanup(tmp_path: Path) -> None:
+    out = tmp_path / "idx"
+    (out / ".staging").mkdir(parents=True)
+    abandoned = out / ".staging" / f"docs-{'a' * 32}.sqlite"  # a killed build's: no lock held
+    abandoned.write_bytes(b"")
+    with stage_documents(stream(corpus(12)), out) as docs:
+        clear_staging(out)  # what a concurrent build does after its publish
+        assert not abandoned.exists()
+        assert [d.doc_id for d in docs.documents()] == [f"d{i}" for i in range(12)]  # still readable
+        assert docs.reread(10, 2) == [d.content for d in corpus(12)[10:]]
+    assert list((out / ".staging").iterdir()) == []
+
+
+def test_append_streams_too(tmp_path: Path) -> None:
+    build_index(corpus(30), HashingEncoder(DIM), tmp_path / "a", kind="flat", chunk_size=CHUNK)
+    build_index(corpus(30), HashingEncoder(DIM), tmp_path / "b", kind="flat", chunk_size=CHUNK)
+    more = [Document(doc_id=f"n{i}", text=f"new doc {i} w{i % 5}") for i in range(23)]
+    listed = append_documents(tmp_path / "a", more, HashingEncoder(DIM), chunk_size=CHUNK)
+    streamed = append_documents(tmp_path / "b", stream(more), HashingEncoder(DIM), chunk_size=CHUNK)
+    same_index(listed, streamed)
+    assert version_files(listed) == version_files(streamed) and hits(listed) == hits(streamed)
+    fresh = build_index([*corpus(30), *more], HashingEncoder(DIM), tmp_path / "c", kind="flat")
+    assert version_files(streamed) == version_files(fresh)
+    with pytest.raises(InputError, match=r"document id 'd7' is already in the index .* \(and 1 more"):
+        append_documents(tmp_path / "b", stream([Document(doc_id="z", text="z"), *corpus(9)[7:]]), HashingEncoder(DIM))

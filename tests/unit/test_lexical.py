@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +22,7 @@ from qrerank.embed.hashing import HashingEncoder
 from qrerank.errors import IndexFormatError
 from qrerank.eval.methods import BM25Scorer as EvalBM25Scorer
 from qrerank.index.directory import DocumentIndex, build_index
-from qrerank.index.lexical import BM25Scorer, NoLexicalIndexError
+from qrerank.index.lexical import BM25_B, BM25_K1, BM25Builder, BM25Matrix, BM25Scorer, NoLexicalIndexError
 from qrerank.types import Document
 
 pytest.importorskip("bm25s")
@@ -213,6 +217,89 @@ def test_manifest_lexical_entry_is_validated(tmp_path: Path) -> None:
             DocumentIndex.load(out)
     write_manifest(out, good)
     assert DocumentIndex.load(out).lexical is not None
+
+
+# --- the chunked builder against bm25s' own index ---------------------------------------------
+
+ORACLE = [
+    *(d.content for d in DOCS),
+    "",  # no tokens at all
+    "Running runners ran; the runner runs and RUNS again, running running.",  # stems, repeats
+    "qubit " * 40 + "cat",  # one term many times: a long document
+    "Caf\u00e9 na\u00efve r\u00e9sum\u00e9 \u00fcber stra\u00dfe 42 x 7a",  # non-ASCII words, numbers
+    *(f"shared word{i % 5} doc{i} " + "filler " * (i % 7) for i in range(37)),
+]
+
+
+def bm25s_columns(texts: list[str]) -> dict[str, tuple[bytes, bytes]]:
+    """token -> (rows, float32 terms) of each column of bm25s' ``BM25.index`` of ``texts``."""
+    import bm25s
+    import Stemmer
+
+    tokens = bm25s.tokenize(texts, stopwords="en", stemmer=Stemmer.Stemmer("english"), show_progress=False)
+    model = bm25s.BM25(k1=BM25_K1, b=BM25_B, method="lucene")
+    model.index(tokens, show_progress=False)
+    s = model.scores
+    cols = {}
+    for token, j in model.vocab_dict.items():
+        if j < len(s["indptr"]) - 1:  # bm25s' extra empty token "" has no column
+            lo, hi = s["indptr"][j], s["indptr"][j + 1]
+            cols[token] = (
+                np.asarray(s["indices"][lo:hi], np.int32).tobytes(),
+                np.asarray(s["data"][lo:hi], np.float32).tobytes(),
+            )
+    return cols
+
+
+def our_columns(m: BM25Matrix) -> dict[str, tuple[bytes, bytes]]:
+    return {
+        t: (
+            m.indices[m.indptr[i] : m.indptr[i + 1]].tobytes(),
+            m.data[m.indptr[i] : m.indptr[i + 1]].tobytes(),
+        )
+        for i, t in enumerate(m.vocab)
+    }
+
+
+@pytest.mark.parametrize(("chunk", "spill"), [(1, False), (4, False), (1000, False), (4, True)])
+def test_chunked_builder_equals_bm25s_bit_for_bit(chunk: int, spill: bool) -> None:
+    with tempfile.TemporaryFile() as file:
+        builder = BM25Builder(spill=file if spill else None)  # token pairs in a file, not in memory
+        for i in range(0, len(ORACLE), chunk):
+            builder.add(ORACLE[i : i + chunk])
+        m = builder.matrix()
+    assert m.num_docs == len(ORACLE) and len(m.vocab) == len(set(m.vocab))
+    assert our_columns(m) == bm25s_columns(ORACLE)  # same rows and the same float32 bits per token
+    assert np.all(np.diff(m.indptr) > 0) and m.indptr[-1] == m.nnz
+
+
+def test_builder_output_does_not_depend_on_the_hash_seed() -> None:
+    code = (
+        "import sys, hashlib; from qrerank.index.lexical import bm25_matrix; "
+        "m = bm25_matrix(sys.stdin.read().split('\\x1e')); "
+        "print(hashlib.sha256(m.vocab_bytes() + m.data.tobytes() + m.indices.tobytes()).hexdigest())"
+    )
+    digests = set()
+    for seed in ("1", "2"):
+        env = os.environ | {"PYTHONHASHSEED": seed}
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            input="\x1e".join(ORACLE),
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        digests.add(proc.stdout.strip())
+    assert len(digests) == 1  # bm25s alone numbers a chunk's stems in set (hash) order
+
+
+def test_scorer_accepts_any_iterable_of_documents() -> None:
+    listed = BM25Scorer(DOCS)
+    streamed = BM25Scorer(d for d in DOCS)
+    assert streamed.row == listed.row == {d.doc_id: i for i, d in enumerate(DOCS)}
+    for q in QUERIES:
+        assert np.array_equal(streamed.scores(q), listed.scores(q)), q
 
 
 # --- fusion math, by hand ---------------------------------------------------------------------

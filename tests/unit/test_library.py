@@ -11,7 +11,7 @@ import torch
 
 from qrerank import Reranker, SearchPipeline, build_index, load_encoder
 from qrerank.core import QuantumCompressionHead
-from qrerank.corpus import load_corpus, read_jsonl
+from qrerank.corpus import iter_corpus, load_corpus, read_folder, read_jsonl
 from qrerank.embed.cache import CachedEncoder, EmbeddingCache
 from qrerank.embed.hashing import HashingEncoder
 from qrerank.errors import IndexFormatError, InputError
@@ -55,6 +55,30 @@ def test_folder_corpus(tmp_path: Path) -> None:
     (tmp_path / "c.bin").write_bytes(b"\x00")
     docs = load_corpus(tmp_path)
     assert [d.doc_id for d in docs] == ["a.txt", "sub/b.md"]
+
+
+def test_iter_corpus_reads_lazily_and_equals_load_corpus(tmp_path: Path) -> None:
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_text('{"text": "a"}\n\n{"_id": "x", "text": "b"}\n{"text": "c"}\n{oops\n')
+    it = iter_corpus(jsonl)
+    assert [next(it).doc_id for _ in range(3)] == ["0", "x", "2"]  # default ids count documents
+    with pytest.raises(InputError, match=r"d.jsonl:5: invalid JSON"):  # met only when reached
+        next(it)
+    with pytest.raises(InputError, match="no such file"):
+        iter_corpus(tmp_path / "missing.jsonl")  # at once, before any reading
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(InputError, match="holds no documents"):
+        list(iter_corpus(tmp_path / "empty.jsonl"))
+    beir, folder = tmp_path / "beir", tmp_path / "folder"
+    beir.mkdir()
+    (beir / "corpus.jsonl").write_text('{"_id": "d1", "title": "T", "text": "one"}\n')
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.txt").write_text("first doc")
+    (folder / "sub" / "b.md").write_text("# second")
+    (folder / "blank.txt").write_text("  \n")
+    for src in (beir, folder):
+        assert list(iter_corpus(src)) == load_corpus(src)
+    assert list(iter_corpus(folder)) == read_folder(folder) and len(read_folder(folder)) == 2
 
 
 def test_cache_encodes_each_text_once(tmp_path: Path) -> None:
