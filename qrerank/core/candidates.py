@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from qrerank.core.compiled import LazyCompiled
 from qrerank.core.encoding import bloch_angles, default_tau
 from qrerank.core.fidelity import (
     BLOCK,
@@ -33,9 +34,6 @@ from qrerank.core.fidelity import (
 )
 from qrerank.core.fusion import hybrid_scores, minmax
 from qrerank.core.similarity import cosine_matrix
-
-_compiled: Any = None  # torch.compile'd _fused, built on first use
-_compile_ok = True
 
 
 @dataclass(frozen=True)
@@ -112,14 +110,10 @@ def _fused(
 
 def _kernel(query: torch.Tensor, docs: torch.Tensor, theta_d: torch.Tensor) -> Any:
     """The compiled fused loop when it applies to these inputs, else None."""
-    global _compiled, _compile_ok
     grad = torch.is_grad_enabled() and any(x.requires_grad for x in (query, docs, theta_d))
-    if grad or docs.shape[0] < 2 or not _compile_ok:  # size 1 cannot be a symbolic size
+    if grad or docs.shape[0] < 2:  # size 1 cannot be a symbolic size
         return None
-    if _compiled is None:
-        try:
-            _compiled = torch.compile(_fused, dynamic=False)
-        except Exception:  # no compiler toolchain: the eager ops compute the same thing
-            _compile_ok = False
-            return None
-    return _compiled
+    return _FUSED.get()
+
+
+_FUSED = LazyCompiled(_fused, dynamic=False)

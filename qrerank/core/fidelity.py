@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from qrerank.core.compiled import LazyCompiled
+
 # Elements per chunk of a [Q, chunk, d] intermediate: 2^24 floats = 64 MiB in float32.
 _CHUNK_ELEMENTS = 1 << 24
 
@@ -123,8 +125,6 @@ Planes = tuple[torch.Tensor, torch.Tensor]
 BLOCK = 8
 # Q * D * n at or above which the compiled kernel is worth its one-off compile (seconds).
 _COMPILE_MIN = 1 << 24
-_compiled: Any = None  # torch.compile'd _blocked_log_fidelity, built on first use
-_compile_ok = True
 # Error bound of the blocked kernel. Each overlap a0 b0 + a1 b1 carries <= ~4 ulp of relative
 # error (from the planes and two roundings), a block's product of 8 <= 40 ulp, so each block's
 # log is off by <= 40 u absolute and log F by <= (n / 8) 40 u = 5 n u (u = eps / 2): 1.1e-4 at
@@ -189,6 +189,11 @@ def _blocked_log_fidelity(
     return 2.0 * torch.log(blocks).sum(dim=-1)
 
 
+# Static shapes: symbolic sizes (dynamic=True) measured ~10x slower on this kernel, so callers
+# pad to the fixed tiles below and each (n, tile) compiles once.
+_KERNEL = LazyCompiled(_blocked_log_fidelity, dynamic=False)
+
+
 def _takes_kernel(q: torch.Tensor, d: torch.Tensor) -> bool:
     """Whether a matrix form runs the compiled planes kernel.
 
@@ -202,19 +207,8 @@ def _takes_kernel(q: torch.Tensor, d: torch.Tensor) -> bool:
 
 def _compiled_kernel(size: int, compile: bool | None) -> Any:
     """The compiled blocked kernel when asked (``None``: when ``size`` is large), else None."""
-    global _compiled, _compile_ok
     want = compile if compile is not None else size >= _COMPILE_MIN
-    if not (want and _compile_ok):
-        return None
-    if _compiled is None:
-        try:
-            # Static shapes: symbolic sizes (dynamic=True) measured ~10x slower on this kernel,
-            # so callers pad to the fixed tiles below and each (n, tile) compiles once.
-            _compiled = torch.compile(_blocked_log_fidelity, dynamic=False)
-        except Exception:  # no compiler toolchain: the eager path computes the same thing
-            _compile_ok = False
-            return None
-    return _compiled
+    return _KERNEL.get() if want else None
 
 
 # Tiles of the compiled kernel: (queries, document groups T, rows per group S). One query
