@@ -56,11 +56,9 @@ from qrerank.index.manifest import (
 from qrerank.index.matrix import BLOCK, iter_blocks, unit_rows
 from qrerank.index.staging import (
     DEFAULT_CHUNK,
-    Staged,
     StagedDocs,
     UniqueIds,
     clear_staging,
-    encode_staged,
     stage_documents,
 )
 from qrerank.index.store import write_store
@@ -180,31 +178,15 @@ def build_index(
         space=space,
     )
     with stage_documents(docs, out, show_progress=show_progress) as staged_docs:
-        staged, encode_s = _encode_docs(staged_docs, encoder, out, batch_size, chunk_size, show_progress)
+        staged, encode_s = staged_docs.encode(
+            encoder, out, batch_size=batch_size, chunk_size=chunk_size, show_progress=show_progress
+        )
         draft = _publish_docs(out, spec, staged_docs, staged.blocks, encode_s, lock_timeout)
     clear_staging(out)
     log.info(
         "indexed %d docs with %s in %.1fs -> %s", staged_docs.count, encoder.name, encode_s, draft.version
     )
     return open_published(out, draft)
-
-
-def _encode_docs(
-    docs: StagedDocs, encoder: Encoder, out: Path, batch_size: int, chunk_size: int, show_progress: bool
-) -> tuple[Staged, float]:
-    """The staged embeddings of ``docs`` (resuming a killed run's chunks) and the seconds they took."""
-    t0 = time.perf_counter()
-    staged = encode_staged(
-        docs.contents(),
-        encoder,
-        out,
-        batch_size=batch_size,
-        chunk_size=chunk_size,
-        show_progress=show_progress,
-        total=docs.count,
-        texts_of=docs.reread,
-    )
-    return staged, time.perf_counter() - t0
 
 
 def _publish_docs(
@@ -393,7 +375,9 @@ def ann_vectors(embeddings: np.ndarray, space: str, tau: float) -> np.ndarray:
     log cos^2(x/2) = -x^2/4 + O(x^4), so -log F(a, b) ~ |theta_a - theta_b|^2 / 4.
     """
     if space == "angles":
-        return bloch_angles(torch.from_numpy(np.array(embeddings, dtype=np.float32)), tau).numpy()  # a writable copy
+        return bloch_angles(
+            torch.from_numpy(np.array(embeddings, dtype=np.float32)), tau
+        ).numpy()  # a writable copy
     return unit_rows(embeddings)
 
 

@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from contextlib import contextmanager
@@ -95,6 +96,23 @@ class StagedDocs:
     def reread(self, start: int, rows: int) -> list[str]:
         """The contents of ``rows`` documents from ``start`` (to encode a lost chunk again)."""
         return list(self.contents(start, start + rows))
+
+    def encode(
+        self, encoder: Encoder, out: Path, *, batch_size: int, chunk_size: int, show_progress: bool
+    ) -> tuple[Staged, float]:
+        """These documents' staged embeddings (resuming a killed run's chunks) and the seconds taken."""
+        t0 = time.perf_counter()
+        staged = encode_staged(
+            self.contents(),
+            encoder,
+            out,
+            batch_size=batch_size,
+            chunk_size=chunk_size,
+            show_progress=show_progress,
+            total=self.count,
+            texts_of=self.reread,
+        )
+        return staged, time.perf_counter() - t0
 
 
 def _checked(docs: Iterable[Document], show_progress: bool) -> Iterator[Document]:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -47,7 +46,7 @@ from qrerank.index.faiss import FaissIndex
 from qrerank.index.lexical import bm25_matrix
 from qrerank.index.manifest import DOCS_FILE, vector_file
 from qrerank.index.matrix import iter_blocks
-from qrerank.index.staging import DEFAULT_CHUNK, StagedDocs, clear_staging, encode_staged, stage_documents
+from qrerank.index.staging import DEFAULT_CHUNK, StagedDocs, clear_staging, stage_documents
 from qrerank.index.store import copy_store
 from qrerank.index.versions import STAGING, publish
 from qrerank.types import Document
@@ -131,18 +130,9 @@ def append_documents(
             _check_new_ids(base, new)
         finally:
             base.close()
-        t0 = time.perf_counter()
-        staged = encode_staged(
-            new.contents(),
-            encoder,
-            out,
-            batch_size=batch_size,
-            chunk_size=chunk_size,
-            show_progress=show_progress,
-            total=new.count,
-            texts_of=new.reread,
+        staged, encode_s = new.encode(
+            encoder, out, batch_size=batch_size, chunk_size=chunk_size, show_progress=show_progress
         )
-        encode_s = time.perf_counter() - t0
         with publish(out, lock_timeout=lock_timeout, legacy_files=LEGACY_FILES) as draft:
             _write_appended(draft.tmp, out, encoder, new, staged.blocks, encode_s)
     clear_staging(out)
