@@ -381,11 +381,17 @@ def ann_vectors(embeddings: np.ndarray, space: str, tau: float) -> np.ndarray:
     return unit_rows(embeddings)
 
 
+# k-means training rows per IVF list. FAISS samples up to 256 and warns below 39; at 1M rows and
+# 4,000 lists 256 meant training on every row (21 minutes on 2 cores). 64 is 4x fewer
+# (BENCHMARKS.md, end-to-end latency, gives its build time and recall at 1M).
+IVF_TRAIN_PER_LIST = 64
+
+
 def fill_ann(ann: FaissIndex | None, spec: IndexSpec, embeddings: np.ndarray, start: int) -> FaissIndex:
     """Add the search vectors of rows ``start:`` of ``embeddings`` to ``ann`` block by block.
 
-    A new IVF index trains first, on a fixed sample of at most 256 rows per list (all rows for
-    n <= 256 * nlist, as FAISS's k-means would use), so equal inputs give equal indexes.
+    A new IVF index trains first, on a fixed sample of at most ``IVF_TRAIN_PER_LIST`` rows per
+    list (all rows for smaller corpora), so equal inputs give equal indexes.
     """
     from qrerank.index.faiss import FaissIndex
 
@@ -395,7 +401,7 @@ def fill_ann(ann: FaissIndex | None, spec: IndexSpec, embeddings: np.ndarray, st
     if not ann.is_trained:
         n = len(embeddings)
         nlist = ann.nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))
-        size = min(n, 256 * nlist)
+        size = min(n, IVF_TRAIN_PER_LIST * nlist)
         rows = np.sort(np.random.default_rng(0).choice(n, size, replace=False)) if size < n else slice(None)
         ann.train(ann_vectors(embeddings[rows], spec.space, spec.tau), nlist)
     for block in iter_blocks(embeddings, start):
