@@ -6,6 +6,10 @@ and prints texts/s and the ratio. Small requests (a query and a few short passag
 dominated by per-call overhead, which batching removes; requests of 100 passages are already
 compute-bound batches, which batching cannot speed up on a CPU.
 
+It then sweeps the encoder's batch size (16/32/64/128) over the texts of 6 requests of 100
+passages (606 texts, ~60 words each) for torch and onnx-int8: the service's
+``encode_batch_size`` default is the best of this sweep.
+
     python benchmarks/encode_batching.py      # writes benchmarks/results/encode_batching.json
 """
 
@@ -46,6 +50,7 @@ WORDS = [
     "state",
     "fidelity",
 ]
+BATCH_SIZES = (16, 32, 64, 128)
 # (label, requests, passages per request, words per passage)
 WORKLOADS = [
     ("query only (1 text of 8 words)", 64, 0, 0),
@@ -89,10 +94,32 @@ def main() -> int:
             f"| {r['workload']} | {r['requests']} | {r['texts']} | {r['per_request_texts_per_s']} "
             f"| {r['one_call_texts_per_s']} | {r['gain']:.2f}x |"
         )
+    sweep = batch_size_sweep([t for _ in range(6) for t in [text(8)] + [text(60) for _ in range(100)]])
+    print("\n| runtime | " + " | ".join(f"batch {b}: texts/s" for b in BATCH_SIZES) + " |")
+    print("|---|" + "---:|" * len(BATCH_SIZES))
+    for runtime, rates in sweep.items():
+        print(f"| {runtime} | " + " | ".join(f"{rates[b]:.1f}" for b in BATCH_SIZES) + " |")
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    write_results(OUT, {"rows": rows, "environment": environment()})
+    write_results(OUT, {"rows": rows, "batch_size_sweep": sweep, "environment": environment()})
     print(f"wrote {OUT}")
     return 0
+
+
+def batch_size_sweep(texts: list[str]) -> dict[str, dict[int, float]]:
+    """texts/s of one ``encode`` of ``texts`` per runtime and batch size (best of 2 calls)."""
+    out: dict[str, dict[int, float]] = {}
+    for runtime in ("torch", "onnx-int8"):
+        encoder = load_encoder("all-MiniLM-L6-v2", runtime=runtime, cache=False)
+        encoder.encode(texts[:64])  # warm-up (and the one-off export)
+        out[runtime] = {}
+        for batch in BATCH_SIZES:
+            best = float("inf")
+            for _ in range(2):
+                t0 = time.perf_counter()
+                encoder.encode(texts, batch_size=batch)
+                best = min(best, time.perf_counter() - t0)
+            out[runtime][batch] = round(len(texts) / best, 1)
+    return out
 
 
 if __name__ == "__main__":
