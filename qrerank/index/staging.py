@@ -155,8 +155,14 @@ def _in_use(path: Path) -> bool:
 def _new_docs_file(stage: Path) -> tuple[Path, int]:
     """A new empty ``docs-<hex>.sqlite`` in ``stage`` and an fd holding its shared flock."""
     while True:
+        # A concurrent build's clear_staging may remove the (empty) folder at any moment until
+        # this file is in it: make it again and retry.
+        stage.mkdir(parents=True, exist_ok=True)
         path = stage / f"docs-{uuid.uuid4().hex}.sqlite"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileNotFoundError:
+            continue
         _lock_shared(fd)
         try:
             if os.path.samestat(os.fstat(fd), path.stat()):  # not cleared before it was locked

@@ -18,6 +18,7 @@ from qrerank.corpus import iter_corpus
 from qrerank.embed.cache import cache_key
 from qrerank.embed.hashing import HashingEncoder
 from qrerank.errors import InputError
+from qrerank.index import staging
 from qrerank.index.build import build_index_from_embeddings
 from qrerank.index.directory import DocumentIndex, build_index
 from qrerank.index.staging import chunk_key, clear_staging, stage_documents
@@ -280,6 +281,27 @@ def test_staged_documents_survive_another_builds_cleanup(tmp_path: Path) -> None
     assert list((out / ".staging").iterdir()) == []
 
 
+def test_staging_removed_by_another_build_before_the_docs_file_is_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two writers of one OUT: the other build's clear_staging can rmdir the empty .staging
+    # between this build's mkdir and the creation of its documents file (seen once as a
+    # FileNotFoundError in tests/unit/test_index_swap.py::test_two_concurrent_writers).
+    out = tmp_path / "idx"
+    real_open = staging.os.open
+    removed = []
+
+    def open_after_cleanup(path: Any, flags: int, *args: Any) -> int:
+        if not removed and str(path).endswith(".sqlite"):
+            clear_staging(out)  # the other build's publish, right now
+            removed.append(True)
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(staging.os, "open", open_after_cleanup)
+    with stage_documents(stream(corpus(5)), out) as docs:
+        assert removed and [d.doc_id for d in docs.documents()] == [f"d{i}" for i in range(5)]
+
+
 def test_append_streams_too(tmp_path: Path) -> None:
     build_index(corpus(30), HashingEncoder(DIM), tmp_path / "a", kind="flat", chunk_size=CHUNK)
     build_index(corpus(30), HashingEncoder(DIM), tmp_path / "b", kind="flat", chunk_size=CHUNK)
@@ -291,4 +313,6 @@ def test_append_streams_too(tmp_path: Path) -> None:
     fresh = build_index([*corpus(30), *more], HashingEncoder(DIM), tmp_path / "c", kind="flat")
     assert version_files(streamed) == version_files(fresh)
     with pytest.raises(InputError, match=r"document id 'd7' is already in the index .* \(and 1 more"):
-        append_documents(tmp_path / "b", stream([Document(doc_id="z", text="z"), *corpus(9)[7:]]), HashingEncoder(DIM))
+        append_documents(
+            tmp_path / "b", stream([Document(doc_id="z", text="z"), *corpus(9)[7:]]), HashingEncoder(DIM)
+        )
