@@ -189,8 +189,14 @@ class Reranker:
         """Scores of ``[D, d]`` doc embeddings for a ``[d]`` query embedding (``tau`` overrides).
 
         ``log_fidelity`` (``[D]``, the closed form at this ``tau``, e.g. from an angle-space
-        index's first stage) is used as is; a head or a simulator backend computes its own.
+        index's first stage) is used as is; a simulator backend computes its own instead (that
+        is the backend's point). With a head it is an InputError: the head scores its own
+        outputs, so a Bloch log F given for the embeddings would be silently unused.
         """
+        if log_fidelity is not None and self.head is not None:
+            raise InputError(
+                "log_fidelity is the Bloch states' closed form: a Reranker with a head scores its own"
+            )
         tau = self.tau if tau is None else tau
         quantum = log_fidelity if self.head is None and self.backend == "closed-form" else None
         if self.backend != "closed-form":

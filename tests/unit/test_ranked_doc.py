@@ -11,6 +11,7 @@ from qrerank import Reranker
 from qrerank.core.head import BlochHead
 from qrerank.core.linear import LinearHead
 from qrerank.embed import HashingEncoder
+from qrerank.errors import InputError
 
 DOCS = ["cats purr on warm mats", "dogs bark at the mail", "quantum states on the Bloch sphere"]
 
@@ -46,3 +47,15 @@ def test_log_fidelity_is_a_deprecated_alias_and_json_keeps_it() -> None:
     row = json.loads(json.dumps(hit.to_dict()))
     assert row["quantum"] == row["log_fidelity"] == hit.quantum
     assert row["quantum_kind"] == "head_cosine"
+
+
+def test_a_given_log_fidelity_with_a_head_is_refused_not_ignored() -> None:
+    torch.manual_seed(0)
+    rr = Reranker(HashingEncoder(64), head=LinearHead(64, 16), method="fidelity")
+    emb = rr.embed(["q", *DOCS])
+    with pytest.raises(InputError, match="head scores its own"):
+        rr.score_embeddings(emb[0], emb[1:], log_fidelity=torch.zeros(len(DOCS)))
+    plain = Reranker(HashingEncoder(64), method="fidelity")
+    given = torch.tensor([-1.0, -3.0, -2.0])
+    scores = plain.score_embeddings(emb[0], emb[1:], log_fidelity=given)  # used as is
+    assert torch.equal(scores.quantum, given)
