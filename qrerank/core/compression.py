@@ -37,7 +37,7 @@ a loaded head uses the exact matrix it was trained with.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 import torch
 from torch import nn
@@ -118,12 +118,14 @@ class QuantumCompressionHead(Head):
         learn_tau: whether tau trains.
         init_std: std of the raw gate parameters at initialisation.
         mixing: ``"none"`` (the paper's head) or ``"orthogonal"`` (a fixed random rotation of
-            the embedding first, so every output qubit sees every input dimension).
+            the embedding first, so every output qubit sees every input dimension); None: the
+            kind's ``default_mixing``.
         mixing_seed: seed of the rotation (``mixing="orthogonal"`` only).
     """
 
     name = "qbec"
     kind = "state"
+    default_mixing: ClassVar[Mixing] = "none"  # what ``mixing=None`` means for this kind
     rotation: torch.Tensor | None  # [in_dim, in_dim] buffer R, None without mixing
 
     def __init__(
@@ -133,10 +135,11 @@ class QuantumCompressionHead(Head):
         tau: float | None = None,
         learn_tau: bool = True,
         init_std: float = 0.1,
-        mixing: Mixing | str = "none",
+        mixing: Mixing | str | None = None,
         mixing_seed: int = 0,
     ) -> None:
         super().__init__()
+        mixing = self.default_mixing if mixing is None else mixing
         if out_dim <= 0 or in_dim <= out_dim:
             raise ValueError(f"compression needs in_dim > out_dim > 0, got {in_dim} -> {out_dim}")
         if mixing not in MIXINGS:
@@ -203,15 +206,4 @@ class MixingCompressionHead(QuantumCompressionHead):
     """
 
     name = "qbec-mix"
-
-    def __init__(
-        self,
-        in_dim: int,
-        out_dim: int,
-        tau: float | None = None,
-        learn_tau: bool = True,
-        init_std: float = 0.1,
-        mixing: Mixing | str = "orthogonal",
-        mixing_seed: int = 0,
-    ) -> None:
-        super().__init__(in_dim, out_dim, tau, learn_tau, init_std, mixing, mixing_seed)
+    default_mixing = "orthogonal"
