@@ -17,6 +17,7 @@ from qrerank.cli._common import (
 )
 from qrerank.embed.models import DEFAULT_MODEL
 from qrerank.heads.kinds import HEAD_KINDS, HEAD_NAMES, heads_help
+from qrerank.train.pseudo import PSEUDO_QUERIES
 
 if TYPE_CHECKING:
     from qrerank.embed.runtime import Runtime
@@ -42,6 +43,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out-dim", type=positive_int, default=256, help="output dim / qubits (default 256)")
     p.add_argument("--split", default="train", help="qrels split to train on (default train)")
+    p.add_argument(
+        "--pseudo-queries",
+        type=positive_int,
+        nargs="?",
+        const=PSEUDO_QUERIES,
+        default=0,
+        metavar="N",
+        help=f"label-free: DATA is a corpus (JSONL, BEIR or text folder); train on N sentences cut from "
+        f"its passages, each with its passage minus the sentence as positive and BM25 negatives; no qrels "
+        f"read (default N {PSEUDO_QUERIES})",
+    )
     p.add_argument("--rel-level", type=int, default=1, help="qrels score counted as relevant (default 1)")
     p.add_argument("--frac", type=frac_float, default=1.0, help="fraction of training queries (default 1.0)")
     p.add_argument("--seed", type=int, default=42)
@@ -123,13 +135,15 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         encoder_lr=args.encoder_lr,
         val_depth=args.val_depth,
         model=args.model,
+        pseudo_queries=args.pseudo_queries,
     )
 
 
 def _command(args: argparse.Namespace, runtime: Runtime) -> str:
     """The command line that reproduces this training run, with every setting spelled out (for the card)."""
     return "qrerank train " + shlex.join(
-        [args.data, "--head", args.head, "--out-dim", str(args.out_dim), "--split", args.split]
+        [args.data, "--head", args.head, "--out-dim", str(args.out_dim)]
+        + (["--pseudo-queries", str(args.pseudo_queries)] if args.pseudo_queries else ["--split", args.split])
         + ["--rel-level", str(args.rel_level), "--frac", str(args.frac), "--seed", str(args.seed)]
         + ["--epochs", str(args.epochs), "--patience", str(args.patience), "--negatives", str(args.negatives)]
         + ["--similarity", args.similarity, "--lr", str(args.lr)]

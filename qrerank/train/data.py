@@ -63,9 +63,10 @@ class TrainingData:
     info: dict[str, object] = field(default_factory=dict)
 
 
-def _split(
+def split_examples(
     examples: list[Example], *, frac: float, val_frac: float, seed: int
 ) -> tuple[list[Example], list[Example]]:
+    """(train, val): a seeded ``val_frac`` of the queries held out, then ``frac`` of the rest."""
     if not 0.0 < frac <= 1.0:
         raise InputError(f"frac must be in (0, 1], got {frac}")
     if not 0.0 <= val_frac < 1.0:
@@ -115,7 +116,7 @@ def load_beir(
                 negatives=negatives,
             )
         )
-    train, val = _split(examples, frac=frac, val_frac=val_frac, seed=seed)
+    train, val = split_examples(examples, frac=frac, val_frac=val_frac, seed=seed)
     info = {"split": split, "rel_level": rel_level, "queries_with_positives": len(examples)}
     return TrainingData(docs=docs, train=train, val=val, source=str(root), info=info)
 
@@ -159,7 +160,7 @@ def load_triples(
             )
         )
     docs = {d: t for t, d in ids.items()}
-    train, val = _split(examples, frac=frac, val_frac=val_frac, seed=seed)
+    train, val = split_examples(examples, frac=frac, val_frac=val_frac, seed=seed)
     return TrainingData(docs=docs, train=train, val=val, source=str(path), info={"format": "triples"})
 
 
@@ -198,7 +199,7 @@ def load_sts(
                 judged_negatives=negatives, negatives=negatives,
             )
         )  # fmt: skip
-    train, val = _split(examples, frac=frac, val_frac=val_frac, seed=seed)
+    train, val = split_examples(examples, frac=frac, val_frac=val_frac, seed=seed)
     docs = {d: t for t, d in doc_id.items()}
     info = {"format": "sts", "split": split, "pairs": len(gold), "queries_with_positives": len(examples)}
     return TrainingData(docs=docs, train=train, val=val, source=str(root), info=info)

@@ -35,6 +35,7 @@ from qrerank.heads.kinds import head_kind
 from qrerank.metrics import PRIMARY_METRIC, aggregate, per_query
 from qrerank.train.data import Example, TrainingData, cosine_candidates, load_training_data, mine_negatives
 from qrerank.train.losses import HardNegativeLoss
+from qrerank.train.pseudo import load_pseudo_queries
 from qrerank.train.tuning import LayerSplit
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class TrainConfig:
     train_layers: int = 0
     encoder_lr: float = 2e-5
     model: str = DEFAULT_MODEL
+    pseudo_queries: int = 0  # > 0: train on that many label-free pseudo-queries (train/pseudo.py)
 
     def logit_scale(self, kind: str) -> float:
         """``scale`` or its default: 20 for F and cosine (the paper, sentence-transformers), 1 for log F.
@@ -89,6 +91,8 @@ class TrainConfig:
             raise InputError(f"--head {self.head} has no parameters: train the encoder with --train-layers N")
         if not self.encoder_lr > 0:
             raise InputError(f"encoder_lr must be positive, got {self.encoder_lr}")
+        if self.pseudo_queries < 0 or self.pseudo_queries == 1:
+            raise InputError(f"pseudo_queries must be 0 (off) or >= 2, got {self.pseudo_queries}")
         for name in ("out_dim", "epochs", "negatives", "batch_size", "patience", "mine_depth", "val_depth"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -437,7 +441,12 @@ def model_card(result: TrainResult, config: TrainConfig, data: TrainingData, com
             if config.train_layers
             else "(frozen) |"
         ),
-        f"| data | `{data.source}`, split `{config.split}`, rel level {config.rel_level} |",
+        (
+            f"| data | `{data.source}`: {data.info['pseudo_queries']} pseudo-queries cut from the corpus "
+            "(inverse cloze task; no queries or qrels read) |"
+            if config.pseudo_queries
+            else f"| data | `{data.source}`, split `{config.split}`, rel level {config.rel_level} |"
+        ),
         f"| train / val queries | {result.num_train_queries} / {result.num_val_queries} ({result.num_pairs} pairs) |",
         f"| frac / seed | {config.frac} / {config.seed} |",
         f"| loss | softmax CE, 1 positive + {config.negatives} hard negatives, logits {config.logit_scale(head.kind):g} * "
@@ -457,6 +466,22 @@ def model_card(result: TrainResult, config: TrainConfig, data: TrainingData, com
     return "\n".join(lines)
 
 
+def _load_data(src: str | os.PathLike[str], config: TrainConfig) -> TrainingData:
+    """The training data of ``src``: labelled (qrels, STS-B, triples) or pseudo-queries."""
+    if config.pseudo_queries:
+        return load_pseudo_queries(
+            src, n_queries=config.pseudo_queries, frac=config.frac, val_frac=config.val_frac, seed=config.seed
+        )
+    return load_training_data(
+        src,
+        split=config.split,
+        rel_level=config.rel_level,
+        frac=config.frac,
+        val_frac=config.val_frac,
+        seed=config.seed,
+    )
+
+
 def train(
     src: str | os.PathLike[str],
     config: TrainConfig,
@@ -467,15 +492,12 @@ def train(
     show_progress: bool = False,
     tuner: LayerSplit | None = None,
 ) -> TrainResult:
-    """Load data from ``src``, train, and save the best head (+ config extras and model card) to ``out``."""
-    data = load_training_data(
-        src,
-        split=config.split,
-        rel_level=config.rel_level,
-        frac=config.frac,
-        val_frac=config.val_frac,
-        seed=config.seed,
-    )
+    """Load data from ``src``, train, and save the best head (+ config extras and model card) to ``out``.
+
+    With ``config.pseudo_queries``, ``src`` is a corpus (JSONL, BEIR folder or text folder) and the
+    queries are cut from it (:func:`~qrerank.train.pseudo.load_pseudo_queries`); no qrels are read.
+    """
+    data = _load_data(src, config)
     encoder = encoder if encoder is not None else load_encoder(config.model)
     result = train_head(data, encoder, config, show_progress=show_progress, tuner=tuner)
     extra = {
