@@ -91,14 +91,34 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[Document]:
     return list(iter_jsonl_documents(path))
 
 
+def text_files(folder: Path) -> Iterator[Path]:
+    """The .txt/.md files below ``folder`` in the order of ``sorted(folder.rglob("*"))``.
+
+    Depth first with each directory's names sorted: a path sorts by its parts, so that is the
+    same order, with only the listing of the directories on the current path in memory. Like
+    ``rglob``, it does not descend into symlinked directories and skips unreadable ones.
+    """
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except PermissionError:
+        return
+    for entry in entries:
+        path = folder / entry.name
+        if entry.is_dir(follow_symlinks=False):
+            yield from text_files(path)
+        elif path.suffix.lower() in TEXT_SUFFIXES and path.is_file():
+            yield path
+
+
 def iter_folder(path: str | os.PathLike[str]) -> Iterator[Document]:
     """The documents of a folder, one file at a time (see :func:`read_folder`).
 
-    The sorted list of file paths is held (a path each, not the texts).
+    Files come in sorted-path order from :func:`text_files`, which holds one directory's listing
+    at a time, not the corpus's paths.
     """
     root = Path(path)
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
-    for p in files:
+    for p in text_files(root):
         try:
             text = p.read_text(encoding="utf-8")
         except UnicodeDecodeError:

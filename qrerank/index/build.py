@@ -10,9 +10,9 @@ by chunk from that store (progress with rate and ETA, resumes after a kill) and
 the manifest with each file's size and sha256.
 
 Peak memory of a streamed build: one chunk of texts and vectors, plus the FAISS index for
-hnsw/ivf, plus two per-document costs that are not texts: the set of ids
-(:class:`~qrerank.index.staging.UniqueIds`) and, with BM25, the (token, count) pairs and then the
-matrix of ``qrerank.index.lexical.BM25Builder`` (BENCHMARKS.md, Storage, has the measured bytes).
+hnsw/ivf, plus, with BM25, the matrix of ``qrerank.index.lexical.BM25Builder`` (its (token,
+count) pairs wait in a temporary file); ids are checked by the staging store's UNIQUE index on
+disk (BENCHMARKS.md, Storage, has the measured bytes).
 """
 
 from __future__ import annotations
@@ -57,7 +57,6 @@ from qrerank.index.matrix import BLOCK, iter_blocks, unit_rows
 from qrerank.index.staging import (
     DEFAULT_CHUNK,
     StagedDocs,
-    UniqueIds,
     clear_staging,
     stage_documents,
 )
@@ -114,9 +113,11 @@ def check_ids(docs: Sequence[Document]) -> None:
     """A non-empty corpus with unique ids; InputError naming the first repeated id."""
     if not docs:
         raise InputError("cannot index an empty corpus")
-    ids = UniqueIds()
+    seen: set[str] = set()  # the caller holds the list already
     for d in docs:
-        ids.add(d.doc_id)
+        if d.doc_id in seen:
+            raise InputError(f"duplicate document id {d.doc_id!r}")
+        seen.add(d.doc_id)
 
 
 def check_target(out: Path) -> None:

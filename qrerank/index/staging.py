@@ -18,8 +18,8 @@ staging folder (so chunks of abandoned builds do not pile up); a second build of
 
 This works without the embedding cache (``--no-cache``, an unwritable cache dir, another
 machine's cache); with the cache on, re-encoded chunks are cache hits anyway. Memory: one
-chunk of texts and vectors is in memory at a time, :meth:`Staged.blocks` maps the files back one
-by one, and the one per-document cost is the set of ids (:class:`UniqueIds`).
+chunk of texts and vectors is in memory at a time and :meth:`Staged.blocks` maps the files back one
+by one; ids are checked by the staging store's UNIQUE index on disk, not by a set in memory.
 """
 
 from __future__ import annotations
@@ -56,26 +56,6 @@ log = logging.getLogger(__name__)
 _DOCS_FILE = re.compile(r"docs-([0-9a-f]{32})\.sqlite(-journal)?")
 DEFAULT_CHUNK = 4096  # documents per chunk: 6 MB of float32 at d = 384; the unit of resume
 PROGRESS_STEP = 256  # texts per encoder call within a chunk, so the progress bar moves
-
-
-class UniqueIds:
-    """The document ids seen so far; :meth:`add` raises InputError naming the first repeat.
-
-    The one per-document cost a streamed build keeps in memory (besides BM25's, see
-    ``qrerank.index.lexical.BM25Builder``): a set of the ids, about 90 bytes per document for
-    ids such as "doc123456" (the str, ~57 bytes, plus its set slot; tracemalloc, 1M ids).
-    """
-
-    def __init__(self) -> None:
-        self._seen: set[str] = set()
-
-    def add(self, doc_id: str) -> None:
-        if doc_id in self._seen:
-            raise InputError(f"duplicate document id {doc_id!r}")
-        self._seen.add(doc_id)
-
-    def __len__(self) -> int:
-        return len(self._seen)
 
 
 @dataclass(frozen=True)
@@ -115,11 +95,10 @@ class StagedDocs:
         return staged, time.perf_counter() - t0
 
 
-def _checked(docs: Iterable[Document], show_progress: bool) -> Iterator[Document]:
-    ids = UniqueIds()
+def _counted(docs: Iterable[Document], show_progress: bool) -> Iterator[Document]:
+    """``docs`` as they are, with a progress bar of the documents read."""
     with tqdm(desc="read documents", unit="doc", disable=not show_progress, delay=1.0) as bar:
         for d in docs:
-            ids.add(d.doc_id)
             bar.update()
             yield d
 
@@ -200,7 +179,7 @@ def stage_documents(
     stage.mkdir(parents=True, exist_ok=True)
     path, fd = _new_docs_file(stage)
     try:
-        count = write_store(path, _checked(docs, show_progress))
+        count = write_store(path, _counted(docs, show_progress))  # ids unique by its UNIQUE index
         if not count:
             raise InputError("cannot index an empty corpus")
         store = DocStore(path, count=count)

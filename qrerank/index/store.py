@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from qrerank.errors import IndexFormatError
+from qrerank.errors import IndexFormatError, InputError
 from qrerank.types import Document
 
 _SCHEMA = """
@@ -34,14 +34,17 @@ def write_store(path: Path, docs: Iterable[Document]) -> int:
     """Write documents to a new SQLite file, rows numbered from 0 in order; returns the row count.
 
     ``docs`` is consumed one document at a time (one transaction; SQLite's page cache, about
-    2 MB, bounds what is held), so an iterator streams any number of documents to disk.
+    2 MB, bounds what is held), so an iterator streams any number of documents to disk. Ids are
+    unique by the table's own UNIQUE index, on disk: a repeat is an InputError naming it, with
+    no per-document set in memory.
     """
     count = 0
+    last = ""
 
     def rows() -> Iterator[tuple[int, str, str, str, str]]:
-        nonlocal count
+        nonlocal count, last
         for i, d in enumerate(docs):
-            count = i + 1
+            count, last = i + 1, d.doc_id
             yield i, d.doc_id, d.title, d.text, json.dumps(d.metadata)
 
     conn = sqlite3.connect(path)
@@ -51,6 +54,8 @@ def write_store(path: Path, docs: Iterable[Document]) -> int:
             conn.executemany(
                 "INSERT INTO docs (row, doc_id, title, text, metadata) VALUES (?, ?, ?, ?, ?)", rows()
             )
+    except sqlite3.IntegrityError as exc:  # the one constraint a new row can break: doc_id UNIQUE
+        raise InputError(f"duplicate document id {last!r}") from exc
     finally:
         conn.close()
     return count

@@ -11,11 +11,12 @@ import torch
 
 from qrerank import Reranker, SearchPipeline, build_index, load_encoder
 from qrerank.core import QuantumCompressionHead
-from qrerank.corpus import iter_corpus, load_corpus, read_folder, read_jsonl
+from qrerank.corpus import iter_corpus, load_corpus, read_folder, read_jsonl, text_files
 from qrerank.embed.cache import CachedEncoder, EmbeddingCache
 from qrerank.embed.hashing import HashingEncoder
 from qrerank.errors import IndexFormatError, InputError
 from qrerank.heads.io import load_head, save_head
+from qrerank.index.store import write_store
 from qrerank.types import Document
 
 DOCS = [
@@ -79,6 +80,28 @@ def test_iter_corpus_reads_lazily_and_equals_load_corpus(tmp_path: Path) -> None
     for src in (beir, folder):
         assert list(iter_corpus(src)) == load_corpus(src)
     assert list(iter_corpus(folder)) == read_folder(folder) and len(read_folder(folder)) == 2
+
+
+def test_folder_files_come_in_sorted_path_order_without_a_path_list(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    for rel in ("a.txt", "a/b.txt", "a-b/c.md", "a/z/deep.md", "B.TXT", "b/x.txt", "aa.md", "n.json"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(f"text of {rel}")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "o.txt").write_text("not below root")
+    (root / "link-dir").symlink_to(outside, target_is_directory=True)  # rglob does not descend it
+    (root / "link.txt").symlink_to(root / "a.txt")  # a link to a file is a file, as for rglob
+    want = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in (".txt", ".md"))
+    got = list(text_files(root))
+    assert got == want and len(got) == 8
+    assert [d.doc_id for d in iter_corpus(root)] == [p.relative_to(root).as_posix() for p in want]
+
+
+def test_the_text_store_names_a_repeated_id(tmp_path: Path) -> None:
+    docs = [Document(doc_id=f"d{i}", text=f"t{i}") for i in range(5000)] + [Document(doc_id="d7", text="x")]
+    with pytest.raises(InputError, match="duplicate document id 'd7'"):
+        write_store(tmp_path / "docs.sqlite", iter(docs))
 
 
 def test_cache_encodes_each_text_once(tmp_path: Path) -> None:
