@@ -47,7 +47,8 @@ from qrerank.eval.meta import environment
 from qrerank.eval.significance import paired_comparison
 from qrerank.metrics import per_query
 from qrerank.train import TrainConfig, load_training_data
-from qrerank.train.data import cosine_candidates
+from qrerank.train.data import TrainingData, cosine_candidates
+from qrerank.train.pseudo import load_pseudo_queries
 from qrerank.train.trainer import layer_split, train_head
 from qrerank.train.tuning import LayerSplit
 
@@ -104,7 +105,9 @@ class TestSet:
         self.qids = list(ds.queries)
         self.unseen: list[str] | None = None
         if setup.unseen_from:
-            sub = ds.unseen_from(read_split_qrels(setup.train_dir, setup.unseen_from), source=setup.unseen_from)
+            sub = ds.unseen_from(
+                read_split_qrels(setup.train_dir, setup.unseen_from), source=setup.unseen_from
+            )
             self.unseen = list(sub.queries)
         self.q_texts = [ds.queries[q] for q in self.qids]
         corpus = ds.corpus
@@ -171,16 +174,14 @@ def run_method(
     form: str = "log",
     lr: float | None = None,
     steps: int | None = None,
+    pseudo_queries: int = 0,
 ) -> dict[str, Any]:
     config = TrainConfig(
         head=head, out_dim=out_dim, split=setup.train_split, rel_level=setup.rel_level, frac=frac,
         seed=seed, epochs=epochs, lr=lr or LR[head], train_layers=layers, model=DEFAULT_MODEL,
-        val_depth=10 if layers else 100, patience=2, similarity=form,
+        val_depth=10 if layers else 100, patience=2, similarity=form, pseudo_queries=pseudo_queries,
     )  # fmt: skip
-    data = load_training_data(
-        setup.train_dir, split=config.split, rel_level=config.rel_level, frac=frac,
-        val_frac=config.val_frac, seed=seed,
-    )  # fmt: skip
+    data = training_data(setup, config)
     if steps:
         # A fixed optimizer-step budget: as many epochs as it takes, no early stop (the best
         # epoch on validation is still the one kept), so small fractions are not under-trained.
@@ -204,11 +205,25 @@ def run_method(
     )
     return {
         "method": name, "head": head, "train_layers": layers, "seed": seed, "frac": frac, "out_dim": out_dim,
-        "epochs": epochs, "steps": steps, "lr": config.lr, "similarity": form, "ndcg@10": ndcg, "per_query": pq, "val_ndcg@10": result.best_val_ndcg10,
+        "epochs": epochs, "steps": steps, "lr": config.lr, "similarity": form, "pseudo_queries": pseudo_queries, "ndcg@10": ndcg, "per_query": pq, "val_ndcg@10": result.best_val_ndcg10,
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "seconds": seconds,
         "train_queries": len(data.train), "parameters": result.trainable_parameters,
         "head_parameters": result.head.num_parameters(),
     }  # fmt: skip
+
+
+def training_data(setup: Setup, config: TrainConfig) -> TrainingData:
+    """The training queries of ``setup``: its qrels, or label-free pseudo-queries cut from its
+    training corpus (``--pseudo-queries``; no qrels read, so every test query is held out from the labels)."""
+    if config.pseudo_queries:
+        return load_pseudo_queries(
+            setup.train_dir, n_queries=config.pseudo_queries, frac=config.frac, val_frac=config.val_frac,
+            seed=config.seed,
+        )  # fmt: skip
+    return load_training_data(
+        setup.train_dir, split=config.split, rel_level=config.rel_level, frac=config.frac,
+        val_frac=config.val_frac, seed=config.seed,
+    )  # fmt: skip
 
 
 class RunLog:
@@ -235,9 +250,7 @@ class RunLog:
             f.write(json.dumps(run, default=float) + "\n")
 
 
-def subset_stats(
-    runs: list[dict[str, Any]], baseline: dict[str, float], qids: list[str]
-) -> dict[str, Any]:
+def subset_stats(runs: list[dict[str, Any]], baseline: dict[str, float], qids: list[str]) -> dict[str, Any]:
     """On the queries ``qids``: mean +- SE over seeds of nDCG@10, and the paired test vs cosine."""
     mean, se = mean_se([float(np.mean([r["per_query"][q] for q in qids])) for r in runs])
     pq = {q: float(np.mean([r["per_query"][q] for r in runs])) for q in qids}
@@ -302,10 +315,12 @@ def methods_table(
     held = cosine_unseen is not None
     lines = [
         "| method | encoder | head | trainable params | seeds | nDCG@10 (mean ± SE) | vs cosine | vs classical twin"
-        + (" | unseen nDCG@10 | unseen vs cosine | unseen vs twin" if held else "") + " | s/run |",
+        + (" | unseen nDCG@10 | unseen vs cosine | unseen vs twin" if held else "")
+        + " | s/run |",
         "|---|---|---|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if held else "") + "---:|",
         f"| cosine (untrained) | frozen | — | 0 | | {100 * cosine:.2f} | | |"
-        + (f" {100 * cosine_unseen:.2f} | | |" if held else "") + " |",
+        + (f" {100 * cosine_unseen:.2f} | | |" if held else "")
+        + " |",
     ]
     for name in METHODS:
         if name not in by:
@@ -316,7 +331,9 @@ def methods_table(
             t = by[TWINS[name]]
             twin = fmt_p(paired_comparison(r["per_query"], t["per_query"]).to_dict()) + f" vs {TWINS[name]}"
             if held:
-                twin_u = fmt_p(paired_comparison(r["unseen"]["per_query"], t["unseen"]["per_query"]).to_dict())
+                twin_u = fmt_p(
+                    paired_comparison(r["unseen"]["per_query"], t["unseen"]["per_query"]).to_dict()
+                )
         head, layers = METHODS[name]
         unseen = f" {cell(r['unseen'])} | {fmt_p(r['unseen']['vs_cosine'])} | {twin_u} |" if held else ""
         lines.append(
@@ -373,6 +390,10 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--similarity", choices=("log", "linear"), default="log", help="training logit of state heads"
     )
+    p.add_argument(
+        "--pseudo-queries", type=int, default=0, metavar="N",
+        help="train on N label-free pseudo-queries cut from the training corpus instead of its qrels",
+    )  # fmt: skip
     p.add_argument("--tag", default="", help="suffix of the result files")
     p.add_argument(
         "--resume", action="store_true",
@@ -420,7 +441,9 @@ def cosine_baseline(test: TestSet, setup: Setup, data: str) -> Baseline:
     cosine_unseen = mean_of(base, test.unseen) if test.unseen is not None else None
     print(f"{data}: {len(test.qids)} test queries, candidates: {test.note}; cosine nDCG@10 {cosine:.4f}")
     if test.unseen is not None:
-        print(f"  unseen from {setup.unseen_from}: {len(test.unseen)} queries; cosine nDCG@10 {cosine_unseen:.4f}")
+        print(
+            f"  unseen from {setup.unseen_from}: {len(test.unseen)} queries; cosine nDCG@10 {cosine_unseen:.4f}"
+        )
     return Baseline(base, cosine, cosine_unseen)
 
 
@@ -451,7 +474,7 @@ def run_grid(
         lr = args.lr or LR[head]
         done = log.find(
             method=name, seed=seed, frac=frac, out_dim=dim, epochs=args.epochs, lr=lr,
-            similarity=args.similarity, steps=args.steps,
+            similarity=args.similarity, steps=args.steps, pseudo_queries=args.pseudo_queries,
         )  # fmt: skip
         if done is None and args.report_only:
             continue
@@ -459,7 +482,7 @@ def run_grid(
             done = run_method(
                 name, head, layers, setup=setup, test=test, encoder=encoder, seed=seed, frac=frac,
                 out_dim=dim, epochs=args.epochs, tuner=tuner, form=args.similarity, lr=lr,
-                steps=args.steps,
+                steps=args.steps, pseudo_queries=args.pseudo_queries,
             )  # fmt: skip
             log.add(done)
         else:
@@ -472,6 +495,11 @@ def summary_line(grid: Grid, runs: list[dict[str, Any]]) -> str:
     """The line above every table: the cosine baseline, the unseen subset, the training budget."""
     args, setup, test, baseline = grid.args, grid.setup, grid.test, grid.baseline
     line = f"cosine (untrained) nDCG@10 = {100 * baseline.mean:.2f} on {len(test.qids)} queries ({test.note})"
+    if args.pseudo_queries:
+        line += (
+            f"; label-free: every head trains on {args.pseudo_queries} pseudo-queries cut from the passages of "
+            f"{setup.train_dir.name} (inverse cloze task, BM25 negatives), no qrels read"
+        )
     if test.unseen is not None:
         line += (
             f"; unseen: the {len(test.unseen)} test queries none of whose relevant documents is relevant to a "
@@ -484,9 +512,7 @@ def summary_line(grid: Grid, runs: list[dict[str, Any]]) -> str:
     )
     if args.experiment != "scarcity":
         used = sorted({r["train_queries"] for r in runs})
-        line += (
-            f"; trained on {100 * args.frac:g}% of the training queries ({', '.join(map(str, used))} after the validation split)"
-        )
+        line += f"; trained on {100 * args.frac:g}% of the training queries ({', '.join(map(str, used))} after the validation split)"
     return line
 
 
@@ -496,11 +522,18 @@ def scarcity_table(
     """The scarcity tables (all test queries, then unseen ones) by training share, and their plot."""
     args, baseline, unseen = grid.args, grid.baseline, grid.test.unseen
     md: list[str] = []
-    header = ["| method | " + " | ".join(f"{100 * f:g}%" for f in fracs) + " |", "|---|" + "---:|" * len(fracs)]
+    header = [
+        "| method | " + " | ".join(f"{100 * f:g}%" for f in fracs) + " |",
+        "|---|" + "---:|" * len(fracs),
+    ]
     series: dict[str, list[tuple[float, float, float]]] = {}
     for scope in ("all", "unseen") if unseen is not None else ("all",):
         if scope == "unseen":
-            md += ["", f"Unseen test queries only ({len(unseen or [])}; cosine {100 * (baseline.unseen or 0):.2f}):", ""]
+            md += [
+                "",
+                f"Unseen test queries only ({len(unseen or [])}; cosine {100 * (baseline.unseen or 0):.2f}):",
+                "",
+            ]
         md += header
         for name in args.names:
             cells = []
