@@ -12,7 +12,9 @@ qrerank therefore does the three steps itself, with torch and onnxruntime only:
    fused graph gives the same hidden states (max abs difference <= ``FUSE_ATOL``) on a sample;
 2. **quantize** (``onnx-int8``) with ``onnxruntime.quantization.quantize_dynamic``: int8
    per-channel weights for every weight MatMul and fused attention's QKV projection,
-   activations quantized per batch at run time;
+   activations quantized per batch at run time; kept only if its mean-pooled vectors stay within
+   ``INT8_MIN_COSINE`` of fp32's on the bundled demo passages, else again with the FFN output
+   projections in fp32 (mpnet needs that), else refused;
 3. **run** it: an ONNX Runtime session stands in for the transformers model inside
    sentence-transformers' Transformer module, so tokenisation, truncation, pooling and
    normalisation stay sentence-transformers' own and the vectors match the torch runtime.
@@ -53,9 +55,14 @@ from qrerank.errors import InputError
 log = logging.getLogger(__name__)
 
 EXTRA = "onnx"
-# Bump to re-export everything after a change of the export itself (3: fused graphs, QAttention).
-FORMAT = 3
+# Bump to re-export everything after a change of the export itself (3: fused graphs, QAttention;
+# 4: int8 checked against fp32, FFN output projections kept in fp32 where int8 distorts them).
+FORMAT = 4
 FUSE_ATOL = 1e-4  # fp32 fusion reorders sums: differences ~1e-6; anything larger is refused
+# int8 is kept only if every check text's mean-pooled vector has cosine >= this to fp32's.
+# MiniLM, all weights int8: 0.991 on SciFact; mpnet, all weights int8: 0.82 (0.99 with its
+# FFN output projections in fp32, whose post-GELU inputs have outliers a per-batch scale crushes).
+INT8_MIN_COSINE = 0.98
 OPSET = 17
 MARKER = "export.json"
 FP32_FILE = "model.onnx"
@@ -169,11 +176,12 @@ def ensure_export(
     require("onnxruntime", EXTRA)
     plan = plan_export(fingerprint, runtime, label=label, quantization=quantization, cache_dir=cache_dir)
     if runtime is Runtime.ONNX:
-        build: Callable[[Path], None] = lambda tmp: export_fp32(st_model, tmp / FP32_FILE)  # noqa: E731
+        build: Callable[[Path], dict[str, Any] | None] = lambda tmp: export_fp32(st_model, tmp / FP32_FILE)  # noqa: E731
     else:
         fp32 = ensure_export(st_model, fingerprint, Runtime.ONNX, label=label, cache_dir=cache_dir)
         preset = PRESETS[plan.identity["quantization"]]
-        build = lambda tmp: quantize(fp32.path, tmp / plan.file_name, preset)  # noqa: E731
+        checks = check_feeds(st_model)
+        build = lambda tmp: quantize_checked(fp32.path, tmp / plan.file_name, preset, checks)  # noqa: E731
     publish(plan, build)
     return plan
 
@@ -188,8 +196,10 @@ def is_complete(folder: Path, file_name: str) -> bool:
     return isinstance(marker, dict) and marker.get("file") == file_name and marker.get("bytes") == size
 
 
-def publish(plan: OnnxExport, build: Callable[[Path], None]) -> Path:
+def publish(plan: OnnxExport, build: Callable[[Path], dict[str, Any] | None]) -> Path:
     """Run ``build(tmp)`` to write ``plan.file_name`` into a temp folder, then rename it to ``plan.folder``.
+
+    What ``build`` returns (a dict, or None) is recorded in the folder's ``export.json``.
 
     Returns at once when the folder is already complete. Builds under an exclusive lock, so
     concurrent processes export once; the lock holder first removes temporaries that killed
@@ -210,9 +220,10 @@ def publish(plan: OnnxExport, build: Callable[[Path], None]) -> Path:
             tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache's export from other users
             start = time.perf_counter()
             log.info("exporting %s to %s (once)", plan.identity["runtime"], target)
-            build(tmp)
+            built = build(tmp) or {}
             marker = {
                 **plan.identity,
+                **built,
                 "file": plan.file_name,
                 "bytes": (tmp / plan.file_name).stat().st_size,
                 "torch": torch.__version__,
@@ -359,13 +370,97 @@ def _quiet_root_logger() -> Iterator[None]:
         root.setLevel(level)
 
 
-def quantize(src: Path, out: Path, preset: QuantPreset) -> None:
-    """Dynamically quantize the weight MatMuls and attention projections of ``src`` to int8 at ``out``."""
+def check_feeds(st_model: Any) -> dict[str, Any]:
+    """The tokenised check texts (the 40 bundled demo passages) as ONNX feeds, with their mask."""
+    from importlib import resources
+
+    lines = (
+        (resources.files("qrerank") / "data" / "demo_corpus.jsonl").read_text(encoding="utf-8").splitlines()
+    )
+    texts = [f"{d.get('title', '')} {d['text']}".strip() for d in map(json.loads, lines)]
+    sample = st_model.preprocess(texts)
+    return {k: v.numpy() for k, v in sample.items() if isinstance(v, torch.Tensor)}
+
+
+def quantize_checked(src: Path, out: Path, preset: QuantPreset, feeds: dict[str, Any]) -> dict[str, Any]:
+    """Quantize ``src`` to ``out`` and keep it only if it stays within INT8_MIN_COSINE of fp32 on ``feeds``.
+
+    First every weight MatMul is int8; if a check text's cosine falls below the bound, the
+    MatMuls fed by a GELU (the FFN output projections) stay fp32 and the check runs again; if it
+    still fails, InputError (this model has no accurate int8 form here: use ``--runtime onnx``).
+    Returns what ``export.json`` records: the fp32 MatMuls kept and the worst cosine.
+    """
+    quantize(src, out, preset)
+    worst = min_pooled_cosine(src, out, feeds)
+    kept: list[str] = []
+    if worst < INT8_MIN_COSINE:
+        kept = gelu_fed_matmuls(src)
+        log.warning(
+            "int8 %s: cosine to fp32 %.3f < %g; keeping its %d FFN output projections in fp32",
+            src.parent.name, worst, INT8_MIN_COSINE, len(kept),
+        )  # fmt: skip
+        quantize(src, out, preset, exclude=kept)
+        worst = min_pooled_cosine(src, out, feeds)
+    if worst < INT8_MIN_COSINE:
+        raise InputError(
+            f"int8 quantization moves this model's vectors too far from fp32 (cosine {worst:.3f} < "
+            f"{INT8_MIN_COSINE:g} on the check texts, FFN outputs kept in fp32): use --runtime onnx"
+        )
+    return {"int8_min_cosine": round(worst, 5), "fp32_matmuls": len(kept)}
+
+
+def min_pooled_cosine(a: Path, b: Path, feeds: dict[str, Any]) -> float:
+    """The smallest cosine between the mean-pooled hidden states of ONNX models ``a`` and ``b``."""
+    ort = require("onnxruntime", EXTRA)
+    mask = feeds["attention_mask"][..., None].astype("float32")
+    pooled = []
+    for path in (a, b):
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        names = {i.name for i in session.get_inputs()}
+        (hidden,) = session.run(["last_hidden_state"], {k: v for k, v in feeds.items() if k in names})
+        v = (hidden * mask).sum(axis=1) / mask.sum(axis=1)
+        pooled.append(v / (((v**2).sum(axis=1, keepdims=True)) ** 0.5 + 1e-12))
+    return float((pooled[0] * pooled[1]).sum(axis=1).min())
+
+
+GELU_OPS = frozenset({"Gelu", "BiasGelu", "FastGelu", "Erf"})
+ELEMENTWISE = frozenset({"Mul", "Add", "Div", "Cast", "Identity"})  # what lies between an Erf and its MatMul
+
+
+def gelu_fed_matmuls(src: Path) -> list[str]:
+    """Names of the MatMuls whose activation input is a GELU's output: the FFN output projections.
+
+    Structural, not by name: the input is made by a fused Gelu/BiasGelu/FastGelu, or by the erf
+    form x * 0.5 * (1 + erf(x / sqrt 2)), whose Erf sits up to 3 elementwise steps back. The
+    walk stops at anything else (a MatMul, a layer norm), so the next layer's projections are
+    not caught.
+    """
+    onnx = require("onnx", EXTRA)
+    graph = onnx.load(str(src)).graph
+    producer = {o: n for n in graph.node for o in n.output}
+
+    def from_gelu(name: str, depth: int) -> bool:
+        node = producer.get(name)
+        if node is None:
+            return False
+        if node.op_type in GELU_OPS:
+            return True
+        return depth > 0 and node.op_type in ELEMENTWISE and any(from_gelu(i, depth - 1) for i in node.input)
+
+    return [n.name for n in graph.node if n.op_type == "MatMul" and from_gelu(n.input[0], 3)]
+
+
+def quantize(src: Path, out: Path, preset: QuantPreset, exclude: list[str] | None = None) -> None:
+    """Dynamically quantize the weight MatMuls and attention projections of ``src`` to int8 at ``out``.
+
+    ``exclude``: node names left in fp32.
+    """
     q = require("onnxruntime.quantization", EXTRA)
     with _quiet_root_logger():
         q.quantize_dynamic(
             str(src), str(out), op_types_to_quantize=["MatMul", "Attention"], per_channel=preset.per_channel,
             reduce_range=preset.reduce_range, weight_type=getattr(q.QuantType, preset.weight_type),
+            nodes_to_exclude=exclude or [],
             # Only MatMuls with a constant (weight) operand: quantizing the attention products
             # QK^T and AV, both activations, costs accuracy and saves little time. The fused
             # Attention's QKV projection (a weight) is quantized too (QAttention): on MiniLM

@@ -212,6 +212,61 @@ def test_a_fusion_that_fails_or_differs_keeps_the_unfused_graph(
     assert np.abs(vecs - ref).max() < 1e-5
 
 
+def _int8_marker(cache_dir: Path) -> dict[str, object]:
+    (folder,) = [p.parent for p in qonnx.onnx_root(cache_dir).glob("*/model_qint8_*.onnx")]
+    return json.loads((folder / qonnx.MARKER).read_text())
+
+
+def test_gelu_fed_matmuls_are_the_ffn_output_projections(tiny: Path, cache_dir: Path) -> None:
+    load_encoder(str(tiny), runtime="onnx", cache=False)
+    import onnx
+
+    path = _fp32_export(cache_dir)
+    names = qonnx.gelu_fed_matmuls(path)
+    graph = onnx.load(str(path)).graph
+    weights = {i.name for i in graph.initializer}
+    matmuls = [n for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+    assert len(names) == 1 and len(matmuls) >= 2  # one layer: one FFN output among its weight MatMuls
+    (ffn_out,) = [n for n in matmuls if n.name in names]
+    assert "output/dense" in ffn_out.name  # BERT's name for the FFN's second projection
+
+
+def test_int8_is_checked_against_fp32_and_recorded(tiny: Path, cache_dir: Path) -> None:
+    ref = load_encoder(str(tiny), runtime="onnx", cache=False).encode(TEXTS)
+    vecs = load_encoder(str(tiny), runtime="onnx-int8", cache=False).encode(TEXTS)
+    marker = _int8_marker(cache_dir)
+    assert marker["fp32_matmuls"] == 0 and float(marker["int8_min_cosine"]) >= qonnx.INT8_MIN_COSINE  # type: ignore[arg-type]
+    assert float((vecs * ref).sum(axis=1).min()) > 0.95
+
+
+def test_int8_that_distorts_keeps_the_ffn_outputs_in_fp32(
+    tiny: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[list[str] | None] = []
+    quantize = qonnx.quantize
+
+    def recorded(src: Path, out: Path, preset: object, exclude: list[str] | None = None) -> None:
+        seen.append(exclude)
+        quantize(src, out, preset, exclude)  # type: ignore[arg-type]
+
+    worst = iter([0.5, 0.99])  # all-int8 distorts; with the FFN outputs in fp32 it passes
+    monkeypatch.setattr(qonnx, "quantize", recorded)
+    monkeypatch.setattr(qonnx, "min_pooled_cosine", lambda *args: next(worst))
+    load_encoder(str(tiny), runtime="onnx-int8", cache=False)
+    assert seen[0] is None and seen[1] == qonnx.gelu_fed_matmuls(_fp32_export(cache_dir)) != []
+    assert _int8_marker(cache_dir)["fp32_matmuls"] == 1
+
+
+def test_int8_that_distorts_even_then_is_refused(
+    tiny: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(qonnx, "min_pooled_cosine", lambda *args: 0.5)
+    with pytest.raises(InputError, match="use --runtime onnx"):
+        load_encoder(str(tiny), runtime="onnx-int8", cache=False)
+    assert not list(qonnx.onnx_root(cache_dir).glob("*/model_qint8_*.onnx"))  # nothing published
+    assert load_encoder(str(tiny), runtime="onnx", cache=False).encode(TEXTS).shape == (4, 8)
+
+
 def test_onnx_workers_sleep_between_runs(tiny: Path, cache_dir: Path) -> None:
     # spinning ORT workers slow the torch scoring that follows a query encode (qrerank.embed.onnx)
     enc = load_encoder(str(tiny), runtime="onnx-int8", cache=False)
