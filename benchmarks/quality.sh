@@ -26,4 +26,21 @@ for y in 2019 2020; do
 done
 
 want stsb && qrerank eval "$DATA/stsb" --protocol sts --split test --tune-split dev --out "$OUT/stsb"
+
+# all-mpnet-base-v2 (768-d; needs its five PyPI parts), int8 on ONNX Runtime: the same runs,
+# only when asked for (`quality.sh mpnet`, or one name such as `quality.sh dl2019-rerank-mpnet`).
+MPNET=(--model all-mpnet-base-v2 --runtime onnx-int8)
+wantm() { [ "$only" = mpnet ] || [ "$only" = "$1" ]; }
+for y in 2019 2020; do
+  other=$([ $y = 2019 ] && echo 2020 || echo 2019)
+  wantm "dl$y-rerank-mpnet" && qrerank eval "$DATA/trec-dl-$y-passage" --protocol rerank --run bm25 --k 100 \
+    --methods bm25,cosine,fidelity,hybrid,rrf,first,fused-run "${MPNET[@]}" \
+    --tune-data "$DATA/trec-dl-$other-passage" --tune-split test --out "$OUT/dl$y-rerank-mpnet"
+done
+wantm stsb-mpnet && qrerank eval "$DATA/stsb" --protocol sts --split test --tune-split dev "${MPNET[@]}" --out "$OUT/stsb-mpnet"
+wantm scifact-full-mpnet && qrerank eval "$DATA/scifact" --protocol full --k 100 \
+  --methods bm25,cosine,fidelity,hybrid,rrf --tune-split train "${MPNET[@]}" --out "$OUT/scifact-full-mpnet"
+wantm scifact-unseen-mpnet && qrerank eval "$DATA/scifact" --protocol full --k 100 \
+  --methods bm25,cosine,fidelity,hybrid,rrf --tune-split train --unseen-from train "${MPNET[@]}" \
+  --out "$OUT/scifact-unseen-mpnet"
 true
