@@ -4,7 +4,8 @@
 
 Runs no model: it reads what earlier runs left under ``benchmarks/results/`` (the ``qrerank
 eval`` folders, ``search_fusion.json``, ``prf.json``, the train grids under ``train/``, and
-``perf.json`` / ``head_latency.json`` for timings) and writes one row per method with
+``perf.json`` / ``head_latency.json`` for timings, ``two_encoder.json`` for MiniLM + mpnet fusion)
+and writes one row per method with
 
 - nDCG@10 x100 on SciFact test (all 300 claims) and SciFact-unseen (the 104 claims none of whose
   relevant documents is relevant to a train claim), TREC DL 2019 and 2020 (rerank the BM25
@@ -120,7 +121,19 @@ SECTIONS = {
     "pseudo": "all-MiniLM-L6-v2 · trained heads (label-free pseudo-queries)",
     "runs": "external runs on TREC DL (their own candidates, evaluated as they are)",
     "mpnet": "all-mpnet-base-v2 · untrained (Δ vs mpnet cosine; then vs MiniLM cosine)",
+    "two_encoder": "two encoders, all-MiniLM-L6-v2 + all-mpnet-base-v2 (convex fusion of min-max normalised "
+    "scores, weights tuned on another split; two_encoder.json)",
 }
+TWO_ENCODER = "two_encoder.json"
+TWO_ENCODER_SETS = {  # dataset -> (set name in two_encoder.json, test subset)
+    "scifact": ("SciFact test, full corpus", "all"),
+    "scifact-unseen": ("SciFact test, full corpus", "unseen"),
+    "dl2019": ("TREC DL 2019, rerank BM25 top-100", "all"),
+    "dl2020": ("TREC DL 2020, rerank BM25 top-100", "all"),
+}
+TWO_ENCODER_METHODS = (  # benchmarks/two_encoder.py's METHODS, in its order
+    "MiniLM cosine", "mpnet cosine", "MiniLM + mpnet", "BM25 + MiniLM", "BM25 + mpnet", "BM25 + MiniLM + mpnet",
+)  # fmt: skip
 NOT_TABULATED = {
     "train/methods-scifact.json": "superseded by methods-scifact-repro.json (same command, newer code)",
     "train/methods-scifact-mix1.json": "1 seed; methods-scifact-mix.json has 5",
@@ -333,12 +346,32 @@ def load_prf(results: Path, name: str, scope: str) -> dict[str, Cell]:
     return out
 
 
+def _two_encoder_cell(r: Mapping[str, Any], t: Mapping[str, Any]) -> Cell:
+    c = t.get("vs MiniLM cosine")  # None for MiniLM cosine itself, the baseline
+    return Cell(
+        value=100 * t["ndcg@10"], source=TWO_ENCODER, delta=100 * c["mean_diff"] if c else 0.0, mark=_mark(c),
+        tested=True, p_value=c["p_value"] if c else None, params=0,
+        setting={f"w_{k}": v for k, v in r.get("weights", {}).items()},
+    )  # fmt: skip
+
+
+def load_two_encoder(results: Path, name: str, scope: str) -> dict[str, Cell]:
+    """``two_encoder.json``: each method on one set's test subset (``scope``: a TWO_ENCODER_SETS key)."""
+    data = _json(results / name)
+    set_name, subset = TWO_ENCODER_SETS[scope]
+    methods = ((data or {}).get("results", {}).get(set_name) or {}).get("methods", {})
+    return {
+        m: _two_encoder_cell(r, r["test"][subset]) for m, r in methods.items() if subset in r.get("test", {})
+    }
+
+
 LOADERS: dict[str, Callable[[Path, str, str], dict[str, Cell]]] = {
     "eval": load_eval,
     "grid": load_grid,
     "sts-grid": load_sts_grid,
     "search": load_search,
     "prf": load_prf,
+    "two-encoder": load_two_encoder,
 }
 
 
@@ -393,7 +426,28 @@ def head_cost(results: Path, cell: Cell | None, in_dim: int = MINILM_DIM) -> dic
             "document states can be computed at index time"}  # fmt: skip
 
 
-COSTS: dict[str, Callable[[Path, str], dict[str, Any] | None]] = {"perf": perf_cost, "search": search_cost}
+def encoder_cost(results: Path, key: str) -> dict[str, Any] | None:
+    """mpnet's query encode (two_encoder.json): "second" added to MiniLM's, or "alone" in place of it."""
+    ms = (_json(results / TWO_ENCODER) or {}).get("query_encode_ms") or {}
+    if "mpnet" not in ms:
+        return None
+    timed = "median of 30 fresh queries, batch 1; document vectors are computed at index time"
+    if key == "alone":
+        instead = f" (instead of MiniLM's {ms['minilm']:.2f})" if "minilm" in ms else ""
+        text = f"{ms['mpnet']:.2f} mpnet query encode{instead}"
+        what = "all-mpnet-base-v2 (onnx-int8) query encode in place of all-MiniLM-L6-v2's (torch)"
+    else:
+        text = f"+{ms['mpnet']:.2f} (2nd encoder query encode)"
+        what = "the second encoder's query encode, all-mpnet-base-v2 (onnx-int8)"
+        timed += "; rows that also fuse BM25 add its cost (see the BM25 fusion rows), not included"
+    return {"ms": ms["mpnet"], "text": text, "source": TWO_ENCODER, "definition": f"{what}, {timed}"}
+
+
+COSTS: dict[str, Callable[[Path, str], dict[str, Any] | None]] = {
+    "perf": perf_cost,
+    "search": search_cost,
+    "encoder": encoder_cost,
+}
 
 
 def eval_refs(method: str, suffix: str = "") -> dict[str, tuple[Ref, ...]]:
@@ -459,6 +513,24 @@ def trained_specs(results: Path) -> list[Spec]:
     ]
 
 
+def _two_encoder_cost(method: str) -> tuple[str, str] | None:
+    """mpnet's query encode where mpnet is used; BM25 + MiniLM as the convex row, at its cells' weight."""
+    if "mpnet" in method:
+        return ("encoder", "alone" if method == "mpnet cosine" else "second")
+    return ("search", "fused convex w={w_bm25:g}") if "BM25" in method else None
+
+
+def two_encoder_specs(results: Path) -> list[Spec]:
+    """MiniLM + mpnet fusion (two_encoder.json): the script's methods, then any other the file holds."""
+    held = {m for ds in TWO_ENCODER_SETS for m in load(results, "two-encoder", TWO_ENCODER, ds)}
+    methods = [*TWO_ENCODER_METHODS, *sorted(held - set(TWO_ENCODER_METHODS))]
+    return [
+        Spec("two_encoder", m, {ds: (Ref("two-encoder", TWO_ENCODER, ds, m),) for ds in TWO_ENCODER_SETS}, 0,
+             _two_encoder_cost(m), baseline=m == "MiniLM cosine")
+        for m in methods
+    ]  # fmt: skip
+
+
 def specs(results: Path) -> list[Spec]:
     """Every row, in table order: the known methods, then any other a results file holds."""
     known = set(EVAL_LABELS) | set(RUN_LABELS)
@@ -473,9 +545,10 @@ def specs(results: Path) -> list[Spec]:
         *EVAL_LABELS,
         *(m for m in found_methods(results, "-mpnet") if m not in known and not m.startswith("run:")),
     ]
-    return out + [
+    out += [
         Spec("mpnet", EVAL_LABELS.get(m, m), eval_refs(m, "-mpnet"), 0, baseline=m == "cosine") for m in mpnet
     ]
+    return out + two_encoder_specs(results)
 
 
 def pick(results: Path, refs: tuple[Ref, ...]) -> tuple[Cell | None, list[Cell]]:
@@ -554,7 +627,7 @@ def build(results: Path = RESULTS) -> dict[str, Any]:
         dirs[0] + "-mpnet" for dirs in EVAL_DIRS.values()
     }
     expected |= {f"train/{g}.json" for gs in (*GRIDS.values(), *PSEUDO_GRIDS.values(), STS_GRIDS) for g in gs}
-    expected |= {"search_fusion.json", "prf.json", "perf.json", "head_latency.json"}
+    expected |= {"search_fusion.json", "prf.json", "perf.json", "head_latency.json", TWO_ENCODER}
     return {
         "command": "python benchmarks/what_works.py",
         "datasets": DATASETS,
@@ -672,7 +745,10 @@ LEGEND = [
     "Trained heads on SciFact rerank the top 100 of untrained cosine (the eval rows search the whole corpus; "
     "cosine scores the same either way, see the checks); on DL they rerank the BM25 top 100 and train on "
     "the other year, as the eval rows tune tau/alpha on it. External runs rank their own candidates. mpnet cells: Δ vs mpnet cosine, then "
-    "vs MiniLM cosine (paired only where both eval folders hold per_query.json).",
+    "vs MiniLM cosine (paired only where both eval folders hold per_query.json). Two-encoder cells: Δ vs "
+    "MiniLM cosine on the same candidates, ▲/▼ as two_encoder.json records it; there, SciFact reranks the "
+    "union of the MiniLM, mpnet and BM25 top 100 over the full corpus (tuned on the 809 train claims) and "
+    "DL reranks the BM25 top 100 (tuned on the other year).",
 ]
 
 

@@ -106,3 +106,72 @@ def test_mpnet_is_compared_with_its_own_cosine_and_paired_with_minilm(results: P
     fid = _row(payload, "mpnet", ww.EVAL_LABELS["fidelity"])["cells"]["scifact"]
     assert fid["delta"] == pytest.approx(6.667, abs=1e-3) and fid["mark"] == "▲"  # vs mpnet's cosine
     assert ww.cell_text(fid, baseline=False) == "88.33 (+6.67▲; vs MiniLM +28.33▲)"
+
+
+def _vs(diff: float, significant: bool) -> dict[str, Any]:
+    return {
+        "n": 2,
+        "mean_diff": diff,
+        "ci_low": diff,
+        "ci_high": diff,
+        "p_value": 0.01,
+        "significant": significant,
+    }
+
+
+def _two_encoder_method(
+    weights: dict[str, float], ndcg: float, vs_minilm: dict[str, Any] | None
+) -> dict[str, Any]:
+    test = {"ndcg@10": ndcg, "vs mpnet cosine": _vs(ndcg - 0.7, False)}
+    if vs_minilm is not None:
+        test["vs MiniLM cosine"] = vs_minilm
+    return {"weights": weights, "tune_ndcg@10": ndcg - 0.01, "test": {"all": test}}
+
+
+def test_two_encoder_fills_its_section_and_a_missing_set_says_not_run(tmp_path: Path) -> None:
+    methods = {
+        "MiniLM cosine": _two_encoder_method({"minilm": 1.0}, 0.60, None),
+        "mpnet cosine": _two_encoder_method({"mpnet": 1.0}, 0.70, _vs(0.10, False)),
+        "MiniLM + mpnet": _two_encoder_method({"minilm": 0.2, "mpnet": 0.8}, 0.75, _vs(0.15, True)),
+        "BM25 + MiniLM": _two_encoder_method({"bm25": 0.3, "minilm": 0.7}, 0.55, _vs(-0.05, True)),
+    }
+    _write(
+        tmp_path / "two_encoder.json",  # DL 2019 only: no DL 2020 block, no SciFact block
+        {
+            "results": {
+                "TREC DL 2019, rerank BM25 top-100": {"tuned_on": "TREC DL 2020", "methods": methods}
+            },
+            "query_encode_ms": {"minilm": 30.0, "mpnet": 12.5},
+        },
+    )
+    payload = ww.build(tmp_path)
+    rows = [r for r in payload["rows"] if r["section"] == "two_encoder"]
+    assert [r["method"] for r in rows] == list(ww.TWO_ENCODER_METHODS)
+    fused = _row(payload, "two_encoder", "MiniLM + mpnet")
+    cell = fused["cells"]["dl2019"]
+    assert (
+        cell["value"] == pytest.approx(75.0) and cell["delta"] == pytest.approx(15.0) and cell["mark"] == "▲"
+    )
+    assert cell["source"] == "two_encoder.json" and cell["setting"] == {"w_minilm": 0.2, "w_mpnet": 0.8}
+    for ds in ("scifact", "scifact-unseen", "dl2020", "stsb"):
+        assert fused["cells"][ds] == {"status": "not run"}
+    assert fused["params"] == 0 and fused["sources"] == ["two_encoder.json"]
+    assert fused["cost"]["ms"] == pytest.approx(12.5) and "2nd encoder" in fused["cost"]["text"]
+    lex = _row(payload, "two_encoder", "BM25 + MiniLM")
+    assert lex["cells"]["dl2019"]["mark"] == "▼" and lex["cost"] is None  # search_fusion.json is absent
+    assert "mark" not in _row(payload, "two_encoder", "mpnet cosine")["cells"]["dl2019"]  # not significant
+    base = _row(payload, "two_encoder", "MiniLM cosine")
+    assert base["baseline"] and base["cells"]["dl2019"]["value"] == pytest.approx(60.0)
+    # the rows the file does not hold stay, saying so
+    assert all(
+        c == {"status": "not run"} for c in _row(payload, "two_encoder", "BM25 + mpnet")["cells"].values()
+    )
+    assert payload["cosine_by_source"]["dl2019"]["two_encoder.json"] == pytest.approx(60.0)
+    md = ww.render(payload)
+    assert f"| **{ww.SECTIONS['two_encoder']}** |" in md
+    line = next(x for x in md.splitlines() if x.startswith("| MiniLM + mpnet |"))
+    assert line == (
+        "| MiniLM + mpnet | not run | not run | 75.00 (+15.00▲) | not run | not run | 0 "
+        "| +12.50 (2nd encoder query encode) | two_encoder.json |"
+    )
+    assert "- MiniLM + mpnet (two_encoder): DL 2019 (43): w_minilm=0.2, w_mpnet=0.8" in md
