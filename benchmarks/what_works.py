@@ -516,7 +516,7 @@ def trained_specs(results: Path) -> list[Spec]:
 def _two_encoder_cost(method: str) -> tuple[str, str] | None:
     """mpnet's query encode where mpnet is used; BM25 + MiniLM as the convex row, at its cells' weight."""
     if "mpnet" in method:
-        return ("encoder", "alone" if method == "mpnet cosine" else "second")
+        return ("encoder", "second" if "MiniLM" in method else "alone")  # BM25 + mpnet: mpnet alone
     return ("search", "fused convex w={w_bm25:g}") if "BM25" in method else None
 
 
