@@ -33,18 +33,6 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "trec-dl-2019-p
 OUT = Path(__file__).resolve().parent / "results" / "int8_accuracy.json"
 
 
-def pooled(path: Path, feeds: dict[str, Any]) -> np.ndarray:
-    """Unit mean-pooled hidden states of the ONNX model at ``path`` on ``feeds``."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = {i.name for i in session.get_inputs()}
-    (hidden,) = session.run(["last_hidden_state"], {k: v for k, v in feeds.items() if k in names})
-    mask = feeds["attention_mask"][..., None].astype(np.float32)
-    v = (hidden * mask).sum(axis=1) / mask.sum(axis=1)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-
 def feeds_of(st_model: Any, texts: list[str], batch: int = 16) -> list[dict[str, Any]]:
     """Tokenised batches of ``texts`` as ONNX feeds."""
     out = []
@@ -55,7 +43,9 @@ def feeds_of(st_model: Any, texts: list[str], batch: int = 16) -> list[dict[str,
 
 
 def cosines(a: Path, b: Path, batches: list[dict[str, Any]]) -> dict[str, float]:
-    c = np.concatenate([(pooled(a, f) * pooled(b, f)).sum(axis=1) for f in batches])
+    c = np.concatenate(
+        [(qonnx.pooled_vectors(a, f) * qonnx.pooled_vectors(b, f)).sum(axis=1) for f in batches]
+    )
     return {"min": float(c.min()), "mean": float(c.mean()), "n": len(c)}
 
 

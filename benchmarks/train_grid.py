@@ -46,10 +46,9 @@ from qrerank.eval.evaluator import Protocol, build_candidates
 from qrerank.eval.meta import environment
 from qrerank.eval.significance import paired_comparison
 from qrerank.metrics import per_query
-from qrerank.train import TrainConfig, load_training_data
-from qrerank.train.data import TrainingData, cosine_candidates
-from qrerank.train.pseudo import load_pseudo_queries
-from qrerank.train.trainer import layer_split, train_head
+from qrerank.train import TrainConfig
+from qrerank.train.data import cosine_candidates
+from qrerank.train.trainer import layer_split, load_data, train_head
 from qrerank.train.tuning import LayerSplit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,7 +180,7 @@ def run_method(
         seed=seed, epochs=epochs, lr=lr or LR[head], train_layers=layers, model=DEFAULT_MODEL,
         val_depth=10 if layers else 100, patience=2, similarity=form, pseudo_queries=pseudo_queries,
     )  # fmt: skip
-    data = training_data(setup, config)
+    data = load_data(setup.train_dir, config)  # its qrels, or pseudo-queries of its corpus
     if steps:
         # A fixed optimizer-step budget: as many epochs as it takes, no early stop (the best
         # epoch on validation is still the one kept), so small fractions are not under-trained.
@@ -210,20 +209,6 @@ def run_method(
         "train_queries": len(data.train), "parameters": result.trainable_parameters,
         "head_parameters": result.head.num_parameters(),
     }  # fmt: skip
-
-
-def training_data(setup: Setup, config: TrainConfig) -> TrainingData:
-    """The training queries of ``setup``: its qrels, or label-free pseudo-queries cut from its
-    training corpus (``--pseudo-queries``; no qrels read, so every test query is held out from the labels)."""
-    if config.pseudo_queries:
-        return load_pseudo_queries(
-            setup.train_dir, n_queries=config.pseudo_queries, frac=config.frac, val_frac=config.val_frac,
-            seed=config.seed,
-        )  # fmt: skip
-    return load_training_data(
-        setup.train_dir, split=config.split, rel_level=config.rel_level, frac=config.frac,
-        val_frac=config.val_frac, seed=config.seed,
-    )  # fmt: skip
 
 
 class RunLog:

@@ -180,8 +180,8 @@ def ensure_export(
     else:
         fp32 = ensure_export(st_model, fingerprint, Runtime.ONNX, label=label, cache_dir=cache_dir)
         preset = PRESETS[plan.identity["quantization"]]
-        checks = check_feeds(st_model)
-        build = lambda tmp: quantize_checked(fp32.path, tmp / plan.file_name, preset, checks)  # noqa: E731
+        # The check texts are tokenised only when an export is built, not at every load.
+        build = lambda tmp: quantize_checked(fp32.path, tmp / plan.file_name, preset, check_feeds(st_model))  # noqa: E731
     publish(plan, build)
     return plan
 
@@ -346,16 +346,25 @@ def fuse(src: Path, out: Path, config: Any, feeds: dict[str, Any]) -> bool:
     return False
 
 
+def hidden_states(path: Path, feeds: dict[str, Any]) -> Any:
+    """``[B, L, H]`` hidden states of the ONNX model at ``path`` on ``feeds`` (inputs it lacks are dropped)."""
+    ort = require("onnxruntime", EXTRA)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    (hidden,) = session.run(["last_hidden_state"], {k: v for k, v in feeds.items() if k in names})
+    return hidden
+
+
+def pooled_vectors(path: Path, feeds: dict[str, Any]) -> Any:
+    """``[B, H]`` unit mean-pooled hidden states (the mask of ``feeds``), as sentence-transformers pools."""
+    mask = feeds["attention_mask"][..., None].astype("float32")
+    v = (hidden_states(path, feeds) * mask).sum(axis=1) / mask.sum(axis=1)
+    return v / (((v**2).sum(axis=1, keepdims=True)) ** 0.5 + 1e-12)
+
+
 def _max_abs_diff(a: Path, b: Path, feeds: dict[str, Any]) -> float:
     """Max abs difference of the hidden states of ONNX models ``a`` and ``b`` on ``feeds``."""
-    ort = require("onnxruntime", EXTRA)
-    outs = []
-    for path in (a, b):
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        names = {i.name for i in session.get_inputs()}
-        (hidden,) = session.run(["last_hidden_state"], {k: v for k, v in feeds.items() if k in names})
-        outs.append(hidden)
-    return float(abs(outs[0] - outs[1]).max())
+    return float(abs(hidden_states(a, feeds) - hidden_states(b, feeds)).max())
 
 
 @contextlib.contextmanager
@@ -411,16 +420,7 @@ def quantize_checked(src: Path, out: Path, preset: QuantPreset, feeds: dict[str,
 
 def min_pooled_cosine(a: Path, b: Path, feeds: dict[str, Any]) -> float:
     """The smallest cosine between the mean-pooled hidden states of ONNX models ``a`` and ``b``."""
-    ort = require("onnxruntime", EXTRA)
-    mask = feeds["attention_mask"][..., None].astype("float32")
-    pooled = []
-    for path in (a, b):
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        names = {i.name for i in session.get_inputs()}
-        (hidden,) = session.run(["last_hidden_state"], {k: v for k, v in feeds.items() if k in names})
-        v = (hidden * mask).sum(axis=1) / mask.sum(axis=1)
-        pooled.append(v / (((v**2).sum(axis=1, keepdims=True)) ** 0.5 + 1e-12))
-    return float((pooled[0] * pooled[1]).sum(axis=1).min())
+    return float((pooled_vectors(a, feeds) * pooled_vectors(b, feeds)).sum(axis=1).min())
 
 
 GELU_OPS = frozenset({"Gelu", "BiasGelu", "FastGelu", "Erf"})

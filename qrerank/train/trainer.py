@@ -466,7 +466,7 @@ def model_card(result: TrainResult, config: TrainConfig, data: TrainingData, com
     return "\n".join(lines)
 
 
-def _load_data(src: str | os.PathLike[str], config: TrainConfig) -> TrainingData:
+def load_data(src: str | os.PathLike[str], config: TrainConfig) -> TrainingData:
     """The training data of ``src``: labelled (qrels, STS-B, triples) or pseudo-queries."""
     if config.pseudo_queries:
         return load_pseudo_queries(
@@ -497,7 +497,7 @@ def train(
     With ``config.pseudo_queries``, ``src`` is a corpus (JSONL, BEIR folder or text folder) and the
     queries are cut from it (:func:`~qrerank.train.pseudo.load_pseudo_queries`); no qrels are read.
     """
-    data = _load_data(src, config)
+    data = load_data(src, config)
     encoder = encoder if encoder is not None else load_encoder(config.model)
     result = train_head(data, encoder, config, show_progress=show_progress, tuner=tuner)
     extra = {
